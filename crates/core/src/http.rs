@@ -1,0 +1,162 @@
+//! The optional loopback HTTP endpoint of every daemon: `GET /health` (JSON, 200 or 503) and
+//! `GET /metrics` (Prometheus text). Listens on 127.0.0.1 unless configured otherwise.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::Metrics;
+
+/// What `/health` reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// 200 when true, 503 otherwise.
+    pub ok: bool,
+    /// Details rendered into the JSON body (e.g. `{"redis": "down"}`).
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Computes the daemon's health on each request.
+pub type HealthCheck = Arc<dyn Fn() -> Health + Send + Sync>;
+
+/// Most connections served at once; further ones wait in the accept backlog.
+const MAX_CONNECTIONS: usize = 32;
+
+/// Bind `addr` (use port 0 for any free port).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serve `/health` and `/metrics` on `listener` until `token` is cancelled.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: HealthCheck, token: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let tracker = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = token.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let stream = tokio::select! {
+            _ = token.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (metrics, health, token) = (metrics.clone(), health.clone(), token.clone());
+        tracker.spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |req| {
+                let response = respond(&req, &metrics, &health);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                r = conn => if let Err(e) = r { tracing::debug!(error = %e, "http connection ended"); },
+                _ = token.cancelled() => {}
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+fn respond<B>(req: &Request<B>, metrics: &Metrics, health: &HealthCheck) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, ctype: &str, body: String| {
+        Response::builder()
+            .status(status)
+            .header("content-type", ctype)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default()
+    };
+    if req.method() != Method::GET {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n".into());
+    }
+    match req.uri().path() {
+        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics.render()),
+        "/health" => {
+            let h = health();
+            let mut body = h.details;
+            body.insert("status".into(), if h.ok { "ok" } else { "unhealthy" }.into());
+            let status = if h.ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            reply(status, "application/json", serde_json::Value::Object(body).to_string())
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /health or /metrics\n".into(),
+        ),
+    }
+}
+
+/// The address to listen on when a config gives only a port: loopback.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_health_and_metrics_on_loopback() {
+        let listener = bind(loopback(0)).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        assert!(addr.ip().is_loopback());
+        let metrics = Metrics::new();
+        metrics.counter("ironwork_test_total", "A test counter.", &[]).add(7);
+        let up = Arc::new(AtomicBool::new(true));
+        let up2 = up.clone();
+        let health: HealthCheck = Arc::new(move || Health {
+            ok: up2.load(Ordering::Relaxed),
+            details: serde_json::Map::new(),
+        });
+        let token = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, metrics, health, token.clone()));
+
+        let m = get(addr, "/metrics").await;
+        assert!(m.starts_with("HTTP/1.1 200"), "{m}");
+        assert!(m.contains("ironwork_test_total 7"), "{m}");
+        let h = get(addr, "/health").await;
+        assert!(h.starts_with("HTTP/1.1 200") && h.contains(r#""status":"ok""#), "{h}");
+        up.store(false, Ordering::Relaxed);
+        let h = get(addr, "/health").await;
+        assert!(h.starts_with("HTTP/1.1 503"), "{h}");
+        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+
+        token.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(5), server)
+            .await
+            .expect("server stops on cancel")
+            .expect("no panic");
+    }
+}
