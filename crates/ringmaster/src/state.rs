@@ -1,0 +1,144 @@
+//! The record of running children that lets a restarted ringmaster clean up after a predecessor
+//! that was SIGKILLed (and so could not stop its children): one line per process,
+//! `<pid> <start_ticks> <watcher>`, rewritten atomically (temp file + rename) on every spawn and
+//! exit. At start, every recorded process that still runs with the same start time (so not a
+//! reused pid) is stopped with its whole tree: SIGTERM, `orphan_grace`, then SIGKILL. The new
+//! ringmaster then starts fresh processes: never two copies of a worker.
+//!
+//! A lock file beside it (`flock`) keeps a second ringmaster off the same state.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::{process, procfs};
+
+/// One recorded child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its pid (and process group).
+    pub pid: i32,
+    /// Its start time in ticks after boot, to tell it from a later process with the same pid.
+    pub start_ticks: u64,
+    /// Its watcher.
+    pub watcher: String,
+}
+
+/// The state file of a running ringmaster (holding its lock).
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    entries: BTreeMap<i32, Entry>,
+    _lock: Flock<File>,
+}
+
+impl StateFile {
+    /// Lock `path` (failing if another ringmaster holds it) and return the entries a previous
+    /// run left behind.
+    pub fn open(path: &Path) -> anyhow::Result<(StateFile, Vec<Entry>)> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let lock_path = path.with_extension("lock");
+        let lock_file = File::options().create(true).truncate(false).write(true).open(&lock_path)?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            anyhow::anyhow!("another ringmaster holds {} ({e})", lock_path.display())
+        })?;
+        let leftovers = read(path);
+        Ok((
+            StateFile {
+                path: path.to_path_buf(),
+                entries: BTreeMap::new(),
+                _lock: lock,
+            },
+            leftovers,
+        ))
+    }
+
+    /// Record a started process.
+    pub fn add(&mut self, pid: i32, watcher: &str) {
+        let start_ticks = procfs::stat(pid).map(|s| s.start_ticks).unwrap_or(0);
+        self.entries.insert(
+            pid,
+            Entry {
+                pid,
+                start_ticks,
+                watcher: watcher.to_string(),
+            },
+        );
+        self.write();
+    }
+
+    /// Forget an exited process.
+    pub fn remove(&mut self, pid: i32) {
+        if self.entries.remove(&pid).is_some() {
+            self.write();
+        }
+    }
+
+    fn write(&self) {
+        let tmp = self.path.with_extension("tmp");
+        let mut text = String::new();
+        for e in self.entries.values() {
+            text.push_str(&format!("{} {} {}\n", e.pid, e.start_ticks, e.watcher));
+        }
+        let result = File::create(&tmp)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .and_then(|_| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = result {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot write the state file");
+        }
+    }
+}
+
+impl Drop for StateFile {
+    fn drop(&mut self) {
+        if self.entries.is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn read(path: &Path) -> Vec<Entry> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            Some(Entry {
+                pid: parts.next()?.parse().ok()?,
+                start_ticks: parts.next()?.parse().ok()?,
+                watcher: parts.next()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Stop every leftover that is still the same process: SIGTERM to its tree, wait up to `grace`,
+/// then SIGKILL. Returns how many were still running.
+pub fn kill_leftovers(entries: &[Entry], grace: Duration) -> usize {
+    let alive: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| procfs::stat(e.pid).is_some_and(|s| s.start_ticks == e.start_ticks && !s.zombie))
+        .collect();
+    if alive.is_empty() {
+        return 0;
+    }
+    for e in &alive {
+        tracing::warn!(pid = e.pid, watcher = %e.watcher, "stopping a process left by a previous ringmaster");
+        process::signal_tree(e.pid, libc::SIGTERM, true);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && alive.iter().any(|e| procfs::stat(e.pid).is_some_and(|s| !s.zombie)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for e in &alive {
+        process::kill_tree(e.pid, &[]);
+    }
+    alive.len()
+}
