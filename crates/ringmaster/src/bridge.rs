@@ -36,7 +36,11 @@ pub async fn consume_commands(redis: Redis, inputs: mpsc::Sender<Input>, token: 
         loop {
             let batch = consumer.pop_batch(16, Duration::from_secs(1)).await?;
             for (delivery, cmd) in consumer.decode::<ControlCommand>(batch, DEAD_CAP).await? {
-                let reply_to = cmd.properties.get("reply_to").and_then(|v| v.as_str()).map(str::to_string);
+                let reply_to = cmd
+                    .properties
+                    .get("reply_to")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string);
                 tracing::info!(command = %cmd.command, id = %cmd.id, "command from redis");
                 let reply = crate::control::dispatch(cmd, &inputs).await;
                 if let Some(key) = reply_to {
@@ -73,7 +77,8 @@ pub async fn publish_events(redis: Redis, mut events: mpsc::Receiver<RingmasterE
         }
         let mut pipe = redis::pipe();
         for ev in &batch {
-            pipe.publish(names::RINGMASTER_EVENTS, serde_json::to_vec(ev).unwrap_or_default()).ignore();
+            pipe.publish(names::RINGMASTER_EVENTS, serde_json::to_vec(ev).unwrap_or_default())
+                .ignore();
         }
         let sent = tokio::select! {
             _ = token.cancelled() => return,

@@ -191,7 +191,7 @@ pub struct FileStream {
     pub backup_count: u32,
     /// `rotate_when` + `rotate_interval` for `TimedRotatingFileStream`.
     pub rotate_every: Option<Duration>,
-    /// `time_format`: when set, each line is prefixed with the local time in this strftime format.
+    /// `time_format`: when set, each line is prefixed with the UTC time in this strftime format.
     pub time_format: Option<String>,
 }
 

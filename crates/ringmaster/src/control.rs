@@ -43,7 +43,9 @@ pub async fn serve(listener: UnixListener, inputs: mpsc::Sender<Input>, token: C
     let limit = Arc::new(Semaphore::new(MAX_CLIENTS));
     let tracker = TaskTracker::new();
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else { break };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
         let stream = tokio::select! {
             _ = token.cancelled() => break,
             r = listener.accept() => match r {
@@ -134,7 +136,11 @@ impl Client {
     }
 
     /// Send one command and wait for its reply.
-    pub async fn call(&mut self, command: &str, properties: serde_json::Map<String, serde_json::Value>) -> anyhow::Result<ControlReply> {
+    pub async fn call(
+        &mut self,
+        command: &str,
+        properties: serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<ControlReply> {
         let cmd = ControlCommand {
             id: format!("{:016x}", rand::random::<u64>()),
             command: command.to_string(),

@@ -79,7 +79,12 @@ pub async fn run(config_path: PathBuf, config: Config, shutdown: Shutdown) -> an
             ok: true,
             details: Default::default(),
         });
-        tasks.spawn(ironwork_core::http::serve(listener, metrics.clone(), health, aux.clone()));
+        tasks.spawn(ironwork_core::http::serve(
+            listener,
+            metrics.clone(),
+            health,
+            aux.clone(),
+        ));
     }
     let mut reload = shutdown.reload.clone();
     let reload_inputs = inputs_tx.clone();

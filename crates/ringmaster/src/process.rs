@@ -18,6 +18,9 @@ use nix::unistd::Pid;
 use crate::config::{SocketAddress, SocketConfig, StreamConfig, WatcherConfig};
 use crate::procfs;
 
+/// PATH given to children whose environment has none (no `copy_env`/`copy_path`, no `[env]` PATH).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Errors starting a process.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -64,7 +67,10 @@ impl BoundSockets {
 
     /// The fd of socket `name`.
     pub fn fd(&self, name: &str) -> Option<RawFd> {
-        self.fds.iter().find(|(c, _)| c.name == name).map(|(_, fd)| fd.as_raw_fd())
+        self.fds
+            .iter()
+            .find(|(c, _)| c.name == name)
+            .map(|(_, fd)| fd.as_raw_fd())
     }
 
     /// Every socket's name and fd.
@@ -97,20 +103,28 @@ impl BoundSockets {
 }
 
 fn bind(c: &SocketConfig) -> std::io::Result<OwnedFd> {
-    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
     let io = |e: nix::Error| std::io::Error::from(e);
     match &c.address {
         SocketAddress::Tcp { host, port } => {
             let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))?
                 .next()
                 .ok_or_else(|| std::io::Error::other(format!("{host}:{port} resolves to nothing")))?;
-            let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+            let family = if addr.is_ipv4() {
+                AddressFamily::Inet
+            } else {
+                AddressFamily::Inet6
+            };
             let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(io)?;
             socket::setsockopt(&fd, socket::sockopt::ReuseAddr, &true).map_err(io)?;
             if c.so_reuseport {
                 socket::setsockopt(&fd, socket::sockopt::ReusePort, &true).map_err(io)?;
             }
-            socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(io)?;
+            match addr {
+                std::net::SocketAddr::V4(a) => socket::bind(fd.as_raw_fd(), &socket::SockaddrIn::from(a)),
+                std::net::SocketAddr::V6(a) => socket::bind(fd.as_raw_fd(), &socket::SockaddrIn6::from(a)),
+            }
+            .map_err(io)?;
             socket::listen(&fd, socket::Backlog::new(c.backlog).unwrap_or(socket::Backlog::MAXCONN)).map_err(io)?;
             Ok(fd)
         }
@@ -162,7 +176,10 @@ pub fn expand_runtime(text: &str, wid: u32, sockets: &BoundSockets) -> String {
             Some(wid.to_string())
         } else if let Some(name) = lower.strip_prefix("circus.sockets.") {
             let original = &var[var.len() - name.len()..];
-            sockets.fd(original).or_else(|| sockets.fd(name)).map(|fd| fd.to_string())
+            sockets
+                .fd(original)
+                .or_else(|| sockets.fd(name))
+                .map(|fd| fd.to_string())
         } else {
             None
         };
@@ -180,7 +197,11 @@ pub fn expand_runtime(text: &str, wid: u32, sockets: &BoundSockets) -> String {
 pub fn command_line(w: &WatcherConfig, wid: u32, sockets: &BoundSockets) -> Result<Vec<String>, SpawnError> {
     let cmd = expand_runtime(&w.cmd, wid, sockets);
     let args = expand_runtime(&w.args, wid, sockets);
-    let line = if args.trim().is_empty() { cmd } else { format!("{cmd} {args}") };
+    let line = if args.trim().is_empty() {
+        cmd
+    } else {
+        format!("{cmd} {args}")
+    };
     if w.shell {
         return Ok(vec!["/bin/sh".into(), "-c".into(), line]);
     }
@@ -197,6 +218,10 @@ pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets) -> Result<Spaw
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
     cmd.env_clear();
+    if !w.env.iter().any(|(k, _)| k == "PATH") {
+        // Like Python's os.defpath for circus: a child without PATH can still run `sleep`.
+        cmd.env("PATH", DEFAULT_PATH);
+    }
     cmd.envs(w.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     cmd.env("RINGMASTER_WATCHER", &w.name);
     cmd.env("RINGMASTER_WID", wid.to_string());
@@ -209,12 +234,20 @@ pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets) -> Result<Spaw
     if let Some(group) = &w.gid {
         cmd.gid(resolve_gid(group)?);
     }
-    cmd.stdin(if w.close_child_stdin { Stdio::null() } else { Stdio::inherit() });
+    cmd.stdin(if w.close_child_stdin {
+        Stdio::null()
+    } else {
+        Stdio::inherit()
+    });
     cmd.stdout(stdio_for(&w.stdout));
     cmd.stderr(stdio_for(&w.stderr));
 
     let rlimits = w.rlimits.clone();
-    let inherit: Vec<RawFd> = if w.use_sockets { sockets.all().map(|(_, fd)| fd).collect() } else { Vec::new() };
+    let inherit: Vec<RawFd> = if w.use_sockets {
+        sockets.all().map(|(_, fd)| fd).collect()
+    } else {
+        Vec::new()
+    };
     // Runs in the forked child before exec: only async-signal-safe calls (setsid, setrlimit, fcntl).
     #[allow(unsafe_code)]
     unsafe {
@@ -290,9 +323,8 @@ pub fn signal_tree(pid: i32, signal: i32, children: bool) -> usize {
         return 0;
     };
     let mut n = 0;
-    if killpg(Pid::from_raw(pid), sig).is_ok() {
-        n += 1;
-    } else if kill(Pid::from_raw(pid), sig).is_ok() {
+    // The group first; a leader that left its group (or has none yet) is signalled directly.
+    if killpg(Pid::from_raw(pid), sig).is_ok() || kill(Pid::from_raw(pid), sig).is_ok() {
         n += 1;
     }
     if children {

@@ -38,7 +38,9 @@ impl std::fmt::Display for Exit {
         match self {
             Exit::Code(c) => write!(f, "exit code {c}"),
             Exit::Signal(s) => {
-                let name = nix::sys::signal::Signal::try_from(*s).map(|s| s.as_str()).unwrap_or("?");
+                let name = nix::sys::signal::Signal::try_from(*s)
+                    .map(|s| s.as_str())
+                    .unwrap_or("?");
                 write!(f, "killed by {name}")
             }
         }
@@ -66,9 +68,7 @@ impl Reaper {
     /// Install the SIGCHLD handler and spawn the reaping task.
     pub fn start() -> std::io::Result<Reaper> {
         let mut sigchld = signal(SignalKind::child())?;
-        let reaper = Reaper {
-            table: Arc::default(),
-        };
+        let reaper = Reaper { table: Arc::default() };
         let r = reaper.clone();
         tokio::spawn(async move {
             // A periodic pass as a safety net; SIGCHLD is what makes reaping prompt.

@@ -44,10 +44,13 @@ impl StateFile {
             std::fs::create_dir_all(dir)?;
         }
         let lock_path = path.with_extension("lock");
-        let lock_file = File::options().create(true).truncate(false).write(true).open(&lock_path)?;
-        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-            anyhow::anyhow!("another ringmaster holds {} ({e})", lock_path.display())
-        })?;
+        let lock_file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| anyhow::anyhow!("another ringmaster holds {} ({e})", lock_path.display()))?;
         let leftovers = read(path);
         Ok((
             StateFile {

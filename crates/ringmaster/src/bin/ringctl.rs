@@ -136,7 +136,12 @@ async fn main() -> ExitCode {
         Cmd::Incr { name, nb } => ("incr", props(json!({ "name": name, "nb": nb }))),
         Cmd::Decr { name, nb } => ("decr", props(json!({ "name": name, "nb": nb }))),
         Cmd::Numprocesses { name } => ("numprocesses", props(json!({ "name": name }))),
-        Cmd::Signal { name, signum, pid, children } => (
+        Cmd::Signal {
+            name,
+            signum,
+            pid,
+            children,
+        } => (
             "signal",
             props(json!({ "name": name, "signum": signum, "pid": pid, "children": children })),
         ),
@@ -171,7 +176,10 @@ async fn main() -> ExitCode {
     } else {
         print_human(command, &reply.body);
     }
-    if let Cmd::Tail { follow: true, lines, .. } = &args.command {
+    if let Cmd::Tail {
+        follow: true, lines, ..
+    } = &args.command
+    {
         return follow(&mut client, properties, *lines).await;
     }
     ExitCode::SUCCESS
@@ -226,7 +234,10 @@ fn print_human(command: &str, body: &Map<String, Value>) {
             }
         }
         "stats" => {
-            println!("{:<28} {:>8} {:>4} {:>10} {:>6} {:>10} {:>8}", "WATCHER", "PID", "WID", "RSS", "CPU%", "AGE(s)", "RESTARTS");
+            println!(
+                "{:<28} {:>8} {:>4} {:>10} {:>6} {:>10} {:>8}",
+                "WATCHER", "PID", "WID", "RSS", "CPU%", "AGE(s)", "RESTARTS"
+            );
             if let Some(Value::Object(info)) = body.get("info") {
                 for (name, w) in info {
                     if let Some(Value::Object(procs)) = w.get("processes") {
@@ -261,15 +272,24 @@ fn print_human(command: &str, body: &Map<String, Value>) {
                 match v {
                     Value::Array(a) => {
                         for item in a {
-                            println!("{}", item.as_str().map(str::to_string).unwrap_or_else(|| item.to_string()));
+                            println!(
+                                "{}",
+                                item.as_str().map(str::to_string).unwrap_or_else(|| item.to_string())
+                            );
                         }
                     }
                     Value::Object(o) => {
                         for (ik, iv) in o {
-                            println!("{ik}: {}", iv.as_str().map(str::to_string).unwrap_or_else(|| iv.to_string()));
+                            println!(
+                                "{ik}: {}",
+                                iv.as_str().map(str::to_string).unwrap_or_else(|| iv.to_string())
+                            );
                         }
                     }
-                    other => println!("{k}: {}", other.as_str().map(str::to_string).unwrap_or_else(|| other.to_string())),
+                    other => println!(
+                        "{k}: {}",
+                        other.as_str().map(str::to_string).unwrap_or_else(|| other.to_string())
+                    ),
                 }
             }
         }

@@ -39,7 +39,10 @@ async fn main() -> ExitCode {
             println!("warning: {w}");
         }
         for w in &config.watchers {
-            println!("{} x{} priority={} : {} {}", w.name, w.numprocesses, w.priority, w.cmd, w.args);
+            println!(
+                "{} x{} priority={} : {} {}",
+                w.name, w.numprocesses, w.priority, w.cmd, w.args
+            );
         }
         return ExitCode::SUCCESS;
     }
