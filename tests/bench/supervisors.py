@@ -111,14 +111,10 @@ def read_stat(pid: int) -> ProcStat | None:
     )
 
 
-def proc_pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
 def scan_proc() -> dict[int, ProcStat]:
     """Every process's stat, keyed by pid."""
     table = {}
-    for pid in proc_pids():
+    for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
         st = read_stat(pid)
         if st is not None:
             table[pid] = st
@@ -146,10 +142,33 @@ def sleep_descendants(root: int) -> list[int]:
     return live_sleeps(table, descendants(table, root))
 
 
-def sleep_children(root: int) -> tuple[list[int], set[int]]:
-    """(live `sleep` children of root, every pid now in /proc)."""
-    table = scan_proc()
-    return live_sleeps(table, [p for p, st in table.items() if st.ppid == root]), set(table)
+def children_of(pid: int) -> list[int]:
+    """Direct children of every thread of pid, from /proc/<pid>/task/<tid>/children."""
+    found = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found.extend(int(c) for c in f.read().split())
+    return found
+
+
+def live_sleep_children(pid: int) -> list[int]:
+    found = []
+    for child in children_of(pid):
+        st = read_stat(child)
+        if st is not None and st.comm == "sleep" and st.state != "Z":
+            found.append(child)
+    return found
+
+
+def cpu_ns_of_threads(pid: int) -> int:
+    """Time on CPU of pid's live threads in ns (first field of each task's schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    return total
 
 
 def vm_rss_kib(pid: int) -> int:
@@ -468,10 +487,10 @@ def measure_rss_mib(running: Running) -> float:
 
 def measure_idle_cpu(running: Running, seconds: float) -> dict:
     """Metric d: utime + stime of the supervisor process over `seconds` of idle."""
-    before = read_stat(running.pid)
+    before, before_ns = read_stat(running.pid), cpu_ns_of_threads(running.pid)
     t0 = time.perf_counter()
     time.sleep(seconds)
-    after = read_stat(running.pid)
+    after, after_ns = read_stat(running.pid), cpu_ns_of_threads(running.pid)
     elapsed = time.perf_counter() - t0
     running.check_alive()
     if before is None or after is None:
@@ -482,26 +501,30 @@ def measure_idle_cpu(running: Running, seconds: float) -> dict:
         "cpu_ms": round(cpu_seconds * 1000.0, 1),
         "percent_of_one_core": round(100.0 * cpu_seconds / elapsed, 4),
         "tick_ms": 1000.0 / CLK_TCK,
+        # Same window from schedstat (ns resolution; threads that exit in it are missed).
+        "schedstat_cpu_ms": round((after_ns - before_ns) / 1e6, 3),
     }
 
 
 def wait_new_sleep_child(sup_pid: int, known: set[int], t_kill: float) -> float | None:
     """Seconds from t_kill until a `sleep` child of sup_pid not in `known` runs; None at the
-    bound. Polls every RESPAWN_POLL_INTERVAL, reading /proc/<pid>/stat only for pids that are
-    new since the last poll (or a child forked but not yet exec'd)."""
+    bound. Polls the supervisor's children lists every RESPAWN_POLL_INTERVAL; only pids not
+    seen before (or forked but not yet exec'd) have their stat read."""
     seen = set(known)
     while True:
-        pids = proc_pids()
-        seen.intersection_update(pids)  # a vanished pid may come back as a new process
-        for pid in pids:
+        children = children_of(sup_pid)
+        seen.intersection_update(children)  # a reaped pid may come back as a new child
+        for pid in children:
             if pid in seen:
                 continue
             st = read_stat(pid)
-            if st is None or st.ppid != sup_pid:
-                seen.add(pid)
-            elif st.comm == "sleep" and st.state != "Z":
+            if st is None:
+                continue
+            if st.comm == "sleep" and st.state != "Z":
                 return time.perf_counter() - t_kill
-            # else: our child, forked but not yet `sleep`: look again on the next poll
+            if st.comm != "sleep":
+                continue  # forked, not yet exec'd: look again on the next poll
+            seen.add(pid)  # a new child that is already a zombie
         if time.perf_counter() - t_kill > RESPAWN_TIMEOUT:
             return None
         time.sleep(RESPAWN_POLL_INTERVAL)
@@ -513,7 +536,8 @@ def measure_respawn(running: Running, kills: int, rng: random.Random) -> dict:
     timeouts = 0
     for _ in range(kills):
         running.check_alive()
-        victims, known = sleep_children(running.pid)
+        known = set(children_of(running.pid))
+        victims = live_sleep_children(running.pid)
         if not victims:
             raise BenchError("no running sleep child to kill")
         victim = rng.choice(sorted(victims))
@@ -564,7 +588,7 @@ def bench_tool(tool: Tool, args: argparse.Namespace, rng: random.Random) -> dict
             result["idle_cpu"] = measure_idle_cpu(running, args.idle_seconds)
             log(f"{tool.name}: {args.kills} kills")
             result["respawn"] = measure_respawn(running, args.kills, rng)
-            result["sleep_children_at_end"] = len(sleep_children(running.pid)[0])
+            result["sleep_children_at_end"] = len(live_sleep_children(running.pid))
     except BenchError as e:
         result["error"] = str(e)
         log(f"{tool.name}: ERROR {e} (configs kept in {workdir})")
@@ -615,6 +639,8 @@ def table_rows(results: dict, args: argparse.Namespace) -> list[tuple[str, Calla
         (f"respawn timeouts (> {RESPAWN_TIMEOUT:.0f} s)", get("respawn", "timeouts")),
         (f"idle CPU over {args.idle_seconds:g} s (CPU ms)", get("idle_cpu", "cpu_ms")),
         ("idle CPU (% of one core)", get("idle_cpu", "percent_of_one_core")),
+        (f"idle CPU over {args.idle_seconds:g} s, schedstat (CPU ms)",
+         get("idle_cpu", "schedstat_cpu_ms")),
         ("processes leaked after stop", get("leaked")),
     ]
 

@@ -260,14 +260,64 @@ impl Config {
     }
 }
 
-/// Read `path` with ringmaster's own environment.
-fn load(path: &Path) -> Result<Config, ConfigErrors> {
+/// A watcher from `ringctl add` options, read exactly as a `[watcher:NAME]` section of the
+/// running configuration would be (its `[env…]` sections, sockets and flapping defaults apply).
+pub fn watcher_from_options(
+    config: &Config,
+    name: &str,
+    options: &[(String, String)],
+) -> Result<WatcherConfig, ConfigErrors> {
+    let label = PathBuf::from(format!("<ringctl add {name}>"));
+    let mut text = format!("[watcher:{name}]\n");
+    for (k, v) in options {
+        if k.contains(['\n', '=', ':']) || v.contains('\n') {
+            return Err(ConfigError::new(&label, format!("option {k:?} cannot be written as one ini line")).into());
+        }
+        text.push_str(&format!("{k} = {v}\n"));
+    }
+    let ini = Ini::parse(&label, &text)?;
+    let process_env = EnvVars::from_pairs(&process_environment());
+    // The configuration file is read again only for its [env] sections; its own problems were
+    // reported when it was loaded.
+    let mut file_report = Report::default();
+    let sections = read_files(&config.path, &process_env, &mut file_report);
+    let (global_env, env_layers) = read_env_sections(&sections, &process_env, &mut file_report);
+    let dir = main_dir(&config.path);
+    let ctx = WatcherContext {
+        main_dir: &dir,
+        process_env: &process_env,
+        global_env: &global_env,
+        env_layers: &env_layers,
+        sockets: &config.sockets,
+        flapping: config.ringmaster.flapping,
+    };
+    let located: Vec<Located> = ini
+        .sections
+        .into_iter()
+        .map(|section| Located {
+            file: label.clone(),
+            section,
+        })
+        .collect();
+    let mut report = Report::default();
+    let mut watchers = read_watchers(&located, &ctx, &mut report);
+    if watchers.is_empty() {
+        report.errors.push(ConfigError::new(&label, "no watcher"));
+    }
+    report.errors.into_result(()).map(|()| watchers.remove(0))
+}
+
+fn process_environment() -> Vec<(String, String)> {
     // Variables whose name or value is not UTF-8 cannot be represented here; they are left out
     // (of `copy_env` too) rather than mangled.
-    let env: Vec<(String, String)> = std::env::vars_os()
+    std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    load_with_env(path, &env)
+        .collect()
+}
+
+/// Read `path` with ringmaster's own environment.
+fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_env(path, &process_environment())
 }
 
 /// Read `path` as if `env` were ringmaster's environment (for `copy_env`, `copy_path`,

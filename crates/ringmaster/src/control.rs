@@ -59,23 +59,26 @@ pub async fn serve(listener: UnixListener, inputs: mpsc::Sender<Input>, token: C
         let (inputs, token) = (inputs.clone(), token.clone());
         tracker.spawn(async move {
             let _permit = permit;
-            tokio::select! {
-                _ = client(stream, inputs) => {}
-                _ = token.cancelled() => {}
-            }
+            client(stream, inputs, token).await;
         });
     }
     tracker.close();
     tracker.wait().await;
 }
 
-async fn client(stream: UnixStream, inputs: mpsc::Sender<Input>) {
+/// Serve one connection. Cancellation is only looked at between requests: a command being
+/// answered (`quit` included) always gets its reply written.
+async fn client(stream: UnixStream, inputs: mpsc::Sender<Input>, token: CancellationToken) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let mut line = String::new();
     loop {
         line.clear();
-        match lines.read_line(&mut line).await {
+        let read = tokio::select! {
+            _ = token.cancelled() => return,
+            r = lines.read_line(&mut line) => r,
+        };
+        match read {
             Ok(0) | Err(_) => return,
             Ok(n) if n > MAX_REQUEST => return,
             Ok(_) => {}

@@ -100,10 +100,12 @@ pub async fn run(config_path: PathBuf, config: Config, shutdown: Shutdown) -> an
             }
         }
     });
-    let stopping_token = shutdown.token.clone();
+    let (stopping_token, stopping_aux) = (shutdown.token.clone(), aux.clone());
     tasks.spawn(async move {
-        stopping_token.cancelled().await;
-        notify::sd_notify("STOPPING=1");
+        tokio::select! {
+            _ = stopping_token.cancelled() => notify::sd_notify("STOPPING=1"),
+            _ = stopping_aux.cancelled() => {}
+        }
     });
 
     let mut supervisor = Supervisor::new(

@@ -271,7 +271,11 @@ pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets) -> Result<Spaw
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|source| SpawnError::Io {
+    let spawned = {
+        let _lock = crate::reaper::spawn_lock();
+        cmd.spawn()
+    };
+    let mut child = spawned.map_err(|source| SpawnError::Io {
         program: argv[0].clone(),
         source,
     })?;

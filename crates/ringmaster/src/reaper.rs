@@ -47,6 +47,16 @@ impl std::fmt::Display for Exit {
     }
 }
 
+/// Held while a child is being spawned, and by the reaper while it reaps. std's `spawn` waits for
+/// a child whose exec failed by itself; without this lock the reaper could collect that status
+/// first and std would panic.
+static SPAWN_LOCK: Mutex<()> = Mutex::new(());
+
+/// Take the spawn lock around every `Command::spawn` in ringmaster.
+pub fn spawn_lock() -> std::sync::MutexGuard<'static, ()> {
+    SPAWN_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// How long the status of a child nobody registered for is kept (it may be registered late:
 /// a child can exit before its spawner has registered it).
 const UNCLAIMED_TTL: Duration = Duration::from_secs(60);
@@ -100,6 +110,7 @@ impl Reaper {
     }
 
     fn reap_all(&self) {
+        let _spawning = spawn_lock();
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => self.deliver(pid.as_raw(), Exit::Code(code)),

@@ -463,7 +463,11 @@ impl Supervisor {
         if let Some(dir) = &w.working_dir {
             cmd.current_dir(dir);
         }
-        let child = match cmd.spawn() {
+        let spawned = {
+            let _lock = crate::reaper::spawn_lock();
+            cmd.spawn()
+        };
+        let child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(watcher = %name, hook, error = %e, "hook cannot start");
@@ -1079,7 +1083,9 @@ impl Supervisor {
         match props.get("name").and_then(Value::as_str) {
             Some(n) => {
                 let i = self.index(n).ok_or(format!("program {n} not found"))?;
-                Ok(obj(json!({"status": self.watchers[i].state(now).as_str()})))
+                // Circus answers `{"status": "active"}`, overwriting its own "ok"; the state gets
+                // its own key here so that `status` always means the command's outcome.
+                Ok(obj(json!({"state": self.watchers[i].state(now).as_str()})))
             }
             None => {
                 let mut statuses = Map::new();
@@ -1226,7 +1232,7 @@ impl Supervisor {
                 options.push((k.clone(), v));
             }
         }
-        let cfg = watcher_from_options(&self.config, name, &options)?;
+        let cfg = crate::config::watcher_from_options(&self.config, name, &options).map_err(|e| e.to_string())?;
         let w = Watcher::new(cfg, &self.metrics).map_err(|e| e.to_string())?;
         self.watchers.push(w);
         self.sort();
@@ -1277,8 +1283,4 @@ pub fn parse_signal(s: &str) -> Option<i32> {
         format!("SIG{upper}")
     };
     name.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
-}
-
-fn watcher_from_options(_: &Config, _: &str, _: &[(String, String)]) -> Result<WatcherConfig, String> {
-    Err("add: pending".into())
 }

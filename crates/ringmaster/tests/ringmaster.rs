@@ -75,12 +75,18 @@ impl Rm {
     }
 
     async fn call(&self, command: &str, props: Value) -> Value {
-        let mut c = Client::connect(&self.socket()).await.expect("connect");
+        let mut c = match Client::connect(&self.socket()).await {
+            Ok(c) => c,
+            Err(e) => panic!("connect: {e}\n{}", self.log()),
+        };
         let props: Map<String, Value> = match props {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        let reply = c.call(command, props).await.expect("reply");
+        let reply = match c.call(command, props).await {
+            Ok(r) => r,
+            Err(e) => panic!("{command}: {e}\n{}", self.log()),
+        };
         serde_json::to_value(reply).expect("json")
     }
 
@@ -223,7 +229,7 @@ async fn a_command_that_cannot_start_backs_off_without_spinning() {
     let attempts = rm.log().matches("cannot start, will retry").count();
     assert!((2..40).contains(&attempts), "{attempts} attempts in 3 s");
     // Still answering while it retries.
-    assert_eq!(rm.call("status", json!({"name": "broken"})).await["status"], "backoff");
+    assert_eq!(rm.call("status", json!({"name": "broken"})).await["state"], "backoff");
 }
 
 #[tokio::test]
@@ -460,7 +466,7 @@ async fn hooks_run_as_shell_commands_and_can_veto_a_start() {
         "before"
     );
     assert_eq!(rm.pids("vetoed").await, Vec::<i32>::new());
-    assert_eq!(rm.call("status", json!({"name": "vetoed"})).await["status"], "stopped");
+    assert_eq!(rm.call("status", json!({"name": "vetoed"})).await["state"], "stopped");
     assert!(rm.log().contains("hook failed, action aborted"));
 }
 
