@@ -130,7 +130,7 @@ impl Reaper {
                 let _ = tx.send(exit);
             }
             None => {
-                tracing::debug!(pid, %exit, "reaped an unregistered child");
+                tracing::debug!(pid, %exit, "reaped a child nobody waits for (yet)");
                 t.unclaimed.insert(pid, (exit, Instant::now()));
             }
         }

@@ -73,10 +73,11 @@ struct Proc {
     stopping: Option<Stopping>,
 }
 
-/// Crash-loop state.
+/// Crash-loop state. Exits are counted per worker slot: several workers killed at once (an
+/// operator's `signal`, an OOM sweep) are not a crash loop; one slot dying over and over is.
 #[derive(Debug, Default)]
 struct Flap {
-    exits: Vec<Instant>,
+    exits: Vec<(u32, Instant)>,
     pauses: i64,
 }
 
@@ -655,9 +656,14 @@ impl Supervisor {
         // Crash-loop detection (circus flapping): `attempts` exits within `window` pause the watcher.
         let f = w.cfg.flapping;
         let failed_start = !w.cfg.startsecs.is_zero() && lived < w.cfg.startsecs;
-        w.flap.exits.retain(|t| now.duration_since(*t) <= f.window);
-        w.flap.exits.push(now);
-        if failed_start || w.flap.exits.len() as u32 >= f.attempts.max(1) {
+        if lived > f.window && !failed_start {
+            // It ran steadily for a while: earlier pauses are forgiven.
+            w.flap.pauses = 0;
+        }
+        w.flap.exits.retain(|(_, t)| now.duration_since(*t) <= f.window);
+        w.flap.exits.push((p.wid, now));
+        let burst = w.flap.exits.iter().filter(|(wid, _)| *wid == p.wid).count() as u32;
+        if failed_start || burst >= f.attempts.max(1) {
             w.flap.exits.clear();
             w.flap.pauses += 1;
             if f.max_retry >= 0 && w.flap.pauses > f.max_retry {
@@ -669,9 +675,6 @@ impl Supervisor {
                 tracing::warn!(watcher = %name, retry_in_ms = f.retry_in.as_millis() as u64, "flapping, pausing");
             }
             return true;
-        }
-        if w.flap.exits.len() == 1 {
-            w.flap.pauses = 0;
         }
         false
     }

@@ -588,3 +588,152 @@ async fn commands_from_redis_are_answered_and_events_published() {
     assert_eq!(ev["topic"], "watcher.worker.spawn");
     assert!(ev["pid"].as_i64().is_some());
 }
+
+fn ringctl(rm: &Rm, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringctl"))
+        .arg("--socket")
+        .arg(rm.socket())
+        .args(args)
+        .output()
+        .expect("ringctl runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn ringctl_adds_scales_signals_and_removes_watchers() {
+    let rm = Rm::start("[watcher:base]\ncmd = sleep 3600\n");
+    rm.wait_pids("base", |p| p.len() == 1).await;
+    let (ok, out) = ringctl(&rm, &["add", "extra", "sleep 3605", "--start"]);
+    assert!(ok, "{out}");
+    rm.wait_pids("extra", |p| p.len() == 1).await;
+    let (ok, out) = ringctl(&rm, &["--json", "incr", "extra", "2"]);
+    assert!(ok, "{out}");
+    let reply: Value = serde_json::from_str(out.trim()).expect("json reply");
+    assert_eq!(reply["numprocesses"], 3);
+    let three = rm.wait_pids("extra", |p| p.len() == 3).await;
+    let (ok, _) = ringctl(&rm, &["decr", "extra"]);
+    assert!(ok);
+    let two = rm.wait_pids("extra", |p| p.len() == 2).await;
+    assert!(
+        two.iter().all(|p| three.contains(p)),
+        "decr stops the highest slot only"
+    );
+    // A signal that kills: the processes are replaced.
+    let (ok, out) = ringctl(&rm, &["signal", "extra", "KILL"]);
+    assert!(ok, "{out}");
+    rm.wait_pids("extra", |p| p.len() == 2 && p.iter().all(|x| !two.contains(x)))
+        .await;
+    let (ok, out) = ringctl(&rm, &["stats", "extra"]);
+    assert!(ok && out.contains("extra"), "{out}");
+    let (ok, _) = ringctl(&rm, &["rm", "extra"]);
+    assert!(ok);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, list) = ringctl(&rm, &["list"]);
+        if !list.lines().any(|l| l == "extra") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "extra never removed: {list}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (ok, out) = ringctl(&rm, &["start", "nope"]);
+    assert!(!ok && out.contains("not found"), "{out}");
+}
+
+#[tokio::test]
+async fn sighup_rereads_the_configuration() {
+    let rm = Rm::start("[watcher:one]\ncmd = sleep 3600\n");
+    let one = rm.wait_pids("one", |p| p.len() == 1).await;
+    std::fs::write(
+        &rm.config,
+        "[watcher:one]\ncmd = sleep 3600\n\n[watcher:two]\ncmd = sleep 3601\n",
+    )
+    .expect("rewrite");
+    signal(rm.pid(), "HUP");
+    rm.wait_pids("two", |p| p.len() == 1).await;
+    assert_eq!(rm.pids("one").await, one);
+}
+
+#[tokio::test]
+async fn health_and_metrics_on_loopback() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let rm = Rm::start(&format!(
+        "[ringmaster]\nhttp = {port}\n\n[watcher:w]\ncmd = sleep 3600\nnumprocesses = 2\n"
+    ));
+    rm.wait_pids("w", |p| p.len() == 2).await;
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        std::io::Write::write_all(
+            &mut s,
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .expect("write");
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut s, &mut out).expect("read");
+        out
+    };
+    assert!(get("/health").starts_with("HTTP/1.1 200"));
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let m = get("/metrics");
+        if m.contains("ringmaster_processes{watcher=\"w\"} 2") {
+            assert!(m.contains("ringmaster_spawns_total{watcher=\"w\"} 2"), "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_crash_loop_pauses_then_gives_up_until_started_by_hand() {
+    let rm = Rm::start(
+        "[watcher:crashy]\ncmd = /bin/sh -c 'exit 3'\nflapping.retry_in = 0.5\nflapping.max_retry = 1\n\n[watcher:steady]\ncmd = sleep 3600\n",
+    );
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen_backoff = false;
+    loop {
+        let s = rm.call("status", json!({"name": "crashy"})).await["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        seen_backoff |= s == "backoff";
+        if s == "failed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never gave up (last state {s}):\n{}",
+            rm.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen_backoff, "paused before giving up");
+    let spawns = rm.log().matches("\"event\":\"spawned\"").count();
+    // Two bursts of two exits before giving up, plus the steady watcher's one.
+    assert!(spawns <= 6, "{spawns} spawns: the crash loop was not contained");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        rm.log().matches("\"event\":\"spawned\"").count(),
+        spawns,
+        "a failed watcher stays stopped"
+    );
+    assert_eq!(rm.pids("steady").await.len(), 1, "other watchers unaffected");
+    let r = rm.call("start", json!({"name": "crashy"})).await;
+    assert_eq!(r["status"], "ok");
+    assert!(
+        wait_for(DEADLINE, || rm.log().matches("\"event\":\"spawned\"").count() > spawns),
+        "started again by hand"
+    );
+}
