@@ -1914,6 +1914,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_etc_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/ringmaster.ini");
+        let env = vec![("IRONWORK_HOME".to_string(), "/srv/ironwork".to_string())];
+        let config = load_with_env(&path, &env).expect("etc/ringmaster.ini is valid");
+        assert_eq!(
+            config.circus.control_socket,
+            Path::new("/srv/ironwork/var/ringmaster.sock")
+        );
+        assert_eq!(config.watchers[0].name, "redis");
+        assert!(config.watchers[0].args.contains("--maxmemory-policy noeviction"));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
     fn metwork_circus_ini_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/metwork_circus.ini");
         let text = std::fs::read_to_string(&path).expect("fixture");

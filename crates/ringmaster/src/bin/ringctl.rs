@@ -222,13 +222,13 @@ fn print_human(command: &str, body: &Map<String, Value>) {
             println!("{:<32} {:<9} {:>9} {:>8}", "WATCHER", "STATUS", "PROCESSES", "RESTARTS");
             if let Some(Value::Object(d)) = body.get("details") {
                 for (name, v) in d {
+                    let procs = format!("{}/{}", v["processes"], v["numprocesses"]);
                     println!(
-                        "{:<32} {:<9} {:>4}/{:<4} {:>8}",
+                        "{:<32} {:<9} {:>9} {:>8}",
                         name,
                         v["status"].as_str().unwrap_or("?"),
-                        v["processes"],
-                        v["numprocesses"],
-                        v["restarts"]
+                        procs,
+                        v["restarts"].to_string()
                     );
                 }
             }
@@ -245,12 +245,12 @@ fn print_human(command: &str, body: &Map<String, Value>) {
                             println!(
                                 "{:<28} {:>8} {:>4} {:>10} {:>6.1} {:>10.1} {:>8}",
                                 name,
-                                p["pid"],
-                                p["wid"],
+                                p["pid"].to_string(),
+                                p["wid"].to_string(),
                                 p["rss"].as_u64().map(human_bytes).unwrap_or_else(|| "-".into()),
                                 p["cpu"].as_f64().unwrap_or(0.0),
                                 p["age"].as_f64().unwrap_or(0.0),
-                                w["restarts"]
+                                w["restarts"].to_string()
                             );
                         }
                     }
