@@ -11,8 +11,8 @@ For each tool, on the same configuration of `sleep 86400` processes, in one run:
      child exists (/proc polled every 0.2 ms, 20 s bound per kill, kills 300 ms apart);
   d. idle CPU: utime + stime of the supervisor process over --idle-seconds of idle.
 
-Between tools the supervisor is stopped (SIGTERM, then SIGKILL) and every leftover `sleep`
-is killed and counted. Results: a markdown table on stdout and target/bench-supervisors.json.
+Between tools the supervisor is stopped (SIGTERM, then SIGKILL) and every process it leaves
+behind is killed and counted. Results: a markdown table on stdout and target/bench-supervisors.json.
 
 circus and supervisord come from PyPI into the virtualenv target/bench-venv (created and
 filled idempotently); ringmaster is target/release/ringmaster, built first unless --no-build.
@@ -70,6 +70,9 @@ STARTUP_TIMEOUT = 120.0
 RESPAWN_POLL_INTERVAL = 0.0002
 RESPAWN_TIMEOUT = 20.0
 KILL_SPACING = 0.3
+# Victims must have run this long: killing a process again within a second of its respawn is a
+# crash loop, which ringmaster (and circus's flapping plugin) pause on purpose (2 exits in 1 s).
+MIN_VICTIM_AGE = 2.0
 STOP_TIMEOUT = 40.0
 RANDOM_SEED = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -152,11 +155,15 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def live_sleep_children(pid: int) -> list[int]:
+def live_sleep_children(pid: int, min_age: float = 0.0) -> list[int]:
+    """Live `sleep` children of pid that have run at least min_age seconds."""
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
     found = []
     for child in children_of(pid):
         st = read_stat(child)
-        if st is not None and st.comm == "sleep" and st.state != "Z":
+        if (st is not None and st.comm == "sleep" and st.state != "Z"
+                and uptime - st.start_ticks / CLK_TCK >= min_age):
             found.append(child)
     return found
 
@@ -241,7 +248,7 @@ def ensure_ringmaster(build: bool) -> dict[str, str]:
     try:
         out = subprocess.run([str(RINGMASTER_BIN), "--version"], capture_output=True,
                              text=True, timeout=10)
-        version = out.stdout.strip() or out.stderr.strip() or "unknown"
+        version = (out.stdout.strip() or out.stderr.strip() or "unknown").split()[-1]
     except (OSError, subprocess.TimeoutExpired):
         version = "unknown"
     return {"ringmaster": version}
@@ -400,7 +407,7 @@ def supervised(tool: Tool, workdir: Path, layout: tuple[int, int],
 
 
 def stop_supervisor(running: Running) -> dict:
-    """SIGTERM, wait; then SIGKILL and kill every leftover `sleep`. Returns what happened."""
+    """SIGTERM, wait; then SIGKILL; then kill every leftover descendant. Returns what happened."""
     pid = running.pid
     table = scan_proc()
     known = {p: table[p].start_ticks for p in descendants(table, pid)}
@@ -531,15 +538,16 @@ def wait_new_sleep_child(sup_pid: int, known: set[int], t_kill: float) -> float 
 
 
 def measure_respawn(running: Running, kills: int, rng: random.Random) -> dict:
-    """Metric c: SIGKILL a random sleep child `kills` times; time until a new one appears."""
+    """Metric c: SIGKILL a random sleep child (up at least MIN_VICTIM_AGE) `kills` times; time
+    until a new one appears."""
     samples_ms: list[float] = []
     timeouts = 0
     for _ in range(kills):
         running.check_alive()
         known = set(children_of(running.pid))
-        victims = live_sleep_children(running.pid)
+        victims = live_sleep_children(running.pid, MIN_VICTIM_AGE)
         if not victims:
-            raise BenchError("no running sleep child to kill")
+            raise BenchError(f"no sleep child running for {MIN_VICTIM_AGE:g} s to kill")
         victim = rng.choice(sorted(victims))
         t_kill = time.perf_counter()
         os.kill(victim, signal.SIGKILL)
@@ -668,7 +676,7 @@ def markdown_report(meta: dict, results: dict, args: argparse.Namespace) -> str:
         ring, circ = values[0], values[1]
         ratio = None
         if isinstance(ring, (int, float)) and isinstance(circ, (int, float)) and circ:
-            ratio = round(ring / circ, 3)
+            ratio = ring / circ
         lines.append(f"| {label} | " + " | ".join(fmt(v) for v in values) + f" | {fmt(ratio)} |")
     for tool in TOOLS:
         if tool in results and "error" in results[tool]:
@@ -739,6 +747,7 @@ def main(argv: list[str]) -> int:
             "check_delay": CHECK_DELAY, "settle_seconds": SETTLE_SECONDS,
             "idle_seconds": args.idle_seconds, "kills": args.kills,
             "kill_spacing_seconds": KILL_SPACING, "respawn_timeout_seconds": RESPAWN_TIMEOUT,
+            "min_victim_age_seconds": MIN_VICTIM_AGE,
             "random_seed": RANDOM_SEED, "clk_tck": CLK_TCK,
         },
     }

@@ -15,9 +15,10 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 
-/// Environment variable holding the level filter (`info`, `debug`, `ironwork_core=trace,info`, …).
+/// Environment variable holding the level filter (`info`, `debug`, `ironwork_core=trace,info`, …:
+/// a default level and per-target levels, without tracing's span and field filters).
 pub const LEVEL_ENV: &str = "IRONWORK_LOG";
 /// Metwork's level variable, honoured when [`LEVEL_ENV`] is unset.
 pub const MFLOG_LEVEL_ENV: &str = "MFLOG_MINIMAL_LEVEL";
@@ -70,11 +71,11 @@ pub enum TelemetryError {
 }
 
 /// The level filter from `IRONWORK_LOG`, else `MFLOG_MINIMAL_LEVEL`, else `info`.
-pub fn filter_from_env() -> Result<EnvFilter, TelemetryError> {
+pub fn filter_from_env() -> Result<Targets, TelemetryError> {
     filter_from(|var| std::env::var(var).ok())
 }
 
-fn filter_from(get: impl Fn(&str) -> Option<String>) -> Result<EnvFilter, TelemetryError> {
+fn filter_from(get: impl Fn(&str) -> Option<String>) -> Result<Targets, TelemetryError> {
     let (var, value, directive) = if let Some(v) = get(LEVEL_ENV) {
         (LEVEL_ENV, v.clone(), v)
     } else if let Some(v) = get(MFLOG_LEVEL_ENV) {
@@ -86,9 +87,9 @@ fn filter_from(get: impl Fn(&str) -> Option<String>) -> Result<EnvFilter, Teleme
         };
         (MFLOG_LEVEL_ENV, v, directive)
     } else {
-        return Ok(EnvFilter::new("info"));
+        return Ok(Targets::new().with_default(tracing::Level::INFO));
     };
-    EnvFilter::try_new(&directive).map_err(|e| TelemetryError::BadFilter {
+    directive.parse::<Targets>().map_err(|e| TelemetryError::BadFilter {
         var,
         value,
         reason: e.to_string(),
@@ -106,13 +107,20 @@ pub fn init_with_writer<W>(name: &str, format: LogFormat, writer: W) -> Result<(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = filter_from_env()?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
     let mflog = Mflog::new(name, format);
     // An already-installed subscriber (a second call, a test harness) is not an error.
     let _ = match format {
-        LogFormat::Json => builder.fmt_fields(JsonFields::new()).event_format(mflog).try_init(),
-        LogFormat::Human => builder.event_format(mflog).try_init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.fmt_fields(JsonFields::new()).event_format(mflog).with_filter(filter))
+            .try_init(),
+        LogFormat::Human => tracing_subscriber::registry()
+            .with(layer.event_format(mflog).with_filter(filter))
+            .try_init(),
     };
     Ok(())
 }
@@ -367,7 +375,7 @@ mod tests {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
             move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
         };
-        let hint = |f: EnvFilter| f.max_level_hint();
+        let hint = |f: Targets| f.default_level();
         assert_eq!(hint(filter_from(env(&[])).expect("default")), Some(LevelFilter::INFO));
         assert_eq!(
             hint(filter_from(env(&[(LEVEL_ENV, "debug")])).expect("ok")),
@@ -381,7 +389,7 @@ mod tests {
             hint(filter_from(env(&[(LEVEL_ENV, "error"), (MFLOG_LEVEL_ENV, "DEBUG")])).expect("ours wins")),
             Some(LevelFilter::ERROR)
         );
-        let err = filter_from(env(&[(LEVEL_ENV, "[[nope")])).expect_err("bad filter");
+        let err = filter_from(env(&[(LEVEL_ENV, "ironwork=loud")])).expect_err("bad filter");
         assert!(err.to_string().contains("IRONWORK_LOG"), "{err}");
     }
 }

@@ -357,6 +357,9 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// Largest read buffer of one pump.
+const MAX_READ: usize = 16 * 1024;
+
 /// Read `reader` until EOF (or a read error), writing each line to `sink` and `tail`.
 ///
 /// Lines are split on `\n` (which is not passed on); a line longer than `max_line` bytes is cut
@@ -369,11 +372,18 @@ pub async fn pump<R: AsyncRead + Unpin>(mut reader: R, sink: Sink, tail: TailBuf
         tail.push(line);
     };
     let mut pending: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
+    // Most children are quiet: start small and grow only while reads fill the buffer, so that
+    // hundreds of idle pipes cost little memory.
+    let mut buf = vec![0u8; 512];
     loop {
         let n = match reader.read(&mut buf).await {
             Ok(0) => break,
-            Ok(n) => n,
+            Ok(n) => {
+                if n == buf.len() && buf.len() < MAX_READ {
+                    buf.resize(buf.len() * 2, 0);
+                }
+                n
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "reading child output failed; treating as EOF");

@@ -1,28 +1,61 @@
 //! `ringmaster CONFIG`: supervise the watchers of a circus ini file.
+//!
+//! One thread runs the supervision loop, the reaper and the control socket: nothing here is
+//! CPU-bound, and a single-threaded runtime keeps the resident memory small.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
 use ironwork_core::telemetry::{self, LogFormat};
 
-/// ironwork's process supervisor (reads circus ini files).
-#[derive(Parser)]
-#[command(version)]
+const USAGE: &str = "usage: ringmaster [--log-format json|human|auto] [--check] CONFIG
+
+Supervise the watchers of a circus ini file.
+  --log-format F  json, human or auto (human on a terminal; the default)
+  --check         validate the configuration, print the watchers and warnings, exit";
+
+/// The command line (parsed by hand: three options do not need a parser crate in every
+/// supervisor's resident memory).
 struct Args {
-    /// The configuration file (circus ini).
     config: PathBuf,
-    /// Log format: json, human or auto (human on a terminal).
-    #[arg(long, default_value = "auto")]
     log_format: LogFormat,
-    /// Validate the configuration, print the watchers, and exit.
-    #[arg(long)]
     check: bool,
 }
 
-#[tokio::main]
+fn parse_args() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let (mut config, mut log_format, mut check) = (None, LogFormat::auto(), false);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--check" => check = true,
+            "--log-format" => log_format = args.next().ok_or("--log-format needs a value")?.parse()?,
+            "-h" | "--help" => return Err(String::new()),
+            "-V" | "--version" => {
+                println!("ringmaster {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            s if s.starts_with("--log-format=") => log_format = s["--log-format=".len()..].parse()?,
+            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            _ if config.is_some() => return Err(format!("unexpected argument {a}")),
+            _ => config = Some(PathBuf::from(a)),
+        }
+    }
+    let config = config.ok_or("missing CONFIG")?;
+    Ok(Args { config, log_format, check })
+}
+
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("ringmaster: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = telemetry::init("ringmaster", args.log_format) {
         eprintln!("ringmaster: {e}");
         return ExitCode::from(2);
