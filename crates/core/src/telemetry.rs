@@ -12,10 +12,10 @@ use std::io::IsTerminal;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::filter::Targets;
 
 /// Environment variable holding the level filter (`info`, `debug`, `ironwork_core=trace,info`, …:
 /// a default level and per-target levels, without tracing's span and field filters).
@@ -116,7 +116,12 @@ where
     // An already-installed subscriber (a second call, a test harness) is not an error.
     let _ = match format {
         LogFormat::Json => tracing_subscriber::registry()
-            .with(layer.fmt_fields(JsonFields::new()).event_format(mflog).with_filter(filter))
+            .with(
+                layer
+                    .fmt_fields(JsonFields::new())
+                    .event_format(mflog)
+                    .with_filter(filter),
+            )
             .try_init(),
         LogFormat::Human => tracing_subscriber::registry()
             .with(layer.event_format(mflog).with_filter(filter))

@@ -121,7 +121,9 @@ pub async fn run(config_path: PathBuf, config: Config, shutdown: Shutdown) -> an
     supervisor.start_all().await;
     tracing::info!(socket = %control_path.display(), "ringmaster running");
     notify::sd_notify("READY=1");
-    supervisor.run(inputs_rx, shutdown.token.clone()).await;
+    supervisor
+        .run(inputs_rx, shutdown.token.clone(), shutdown.force.clone())
+        .await;
 
     aux.cancel();
     tasks.close();

@@ -6,7 +6,7 @@
 //! never uses another way of waiting for children (no `tokio::process`), or statuses would be stolen.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -47,14 +47,14 @@ impl std::fmt::Display for Exit {
     }
 }
 
-/// Held while a child is being spawned, and by the reaper while it reaps. std's `spawn` waits for
-/// a child whose exec failed by itself; without this lock the reaper could collect that status
-/// first and std would panic.
-static SPAWN_LOCK: Mutex<()> = Mutex::new(());
+/// Held (shared) while children are being spawned, and (exclusive) by the reaper while it reaps.
+/// std's `spawn` waits for a child whose exec failed by itself; without this lock the reaper could
+/// collect that status first and std would panic.
+static SPAWN_LOCK: RwLock<()> = RwLock::new(());
 
-/// Take the spawn lock around every `Command::spawn` in ringmaster.
-pub fn spawn_lock() -> std::sync::MutexGuard<'static, ()> {
-    SPAWN_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+/// Take the spawn lock around every `Command::spawn` in ringmaster (spawns may overlap).
+pub fn spawn_lock() -> std::sync::RwLockReadGuard<'static, ()> {
+    SPAWN_LOCK.read().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How long the status of a child nobody registered for is kept (it may be registered late:
@@ -110,7 +110,7 @@ impl Reaper {
     }
 
     fn reap_all(&self) {
-        let _spawning = spawn_lock();
+        let _spawning = SPAWN_LOCK.write().unwrap_or_else(|p| p.into_inner());
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => self.deliver(pid.as_raw(), Exit::Code(code)),

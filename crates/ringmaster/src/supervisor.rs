@@ -26,6 +26,8 @@ use crate::stream::{self, Sink, TailBuffer};
 
 /// Longest line kept whole from a child's output.
 const MAX_LINE: usize = 64 * 1024;
+/// Threads that start the processes of one watcher concurrently.
+const SPAWN_THREADS: usize = 4;
 /// How long a hook may run.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -250,6 +252,8 @@ pub struct Supervisor {
     cpu: CpuSampler,
     next_memory_check: Instant,
     quitting: bool,
+    /// A second SIGTERM/SIGINT: stops get no grace period.
+    forced: bool,
     quit_replies: Vec<(String, oneshot::Sender<ControlReply>)>,
     /// Replies of `waiting` commands, sent once every named watcher has settled.
     waiters: Vec<Waiter>,
@@ -291,6 +295,7 @@ impl Supervisor {
             cpu: CpuSampler::default(),
             next_memory_check: Instant::now(),
             quitting: false,
+            forced: false,
             quit_replies: Vec::new(),
             waiters: Vec::new(),
         };
@@ -326,7 +331,8 @@ impl Supervisor {
 
     /// Run until `token` is cancelled or a `quit` command, then stop everything in reverse
     /// priority order and return.
-    pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>, token: CancellationToken) {
+    /// A cancelled `force` token (a second SIGTERM) cuts every graceful timeout short.
+    pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>, token: CancellationToken, force: CancellationToken) {
         loop {
             let wake = self.next_wakeup(Instant::now());
             tokio::select! {
@@ -336,6 +342,12 @@ impl Supervisor {
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = token.cancelled(), if !self.quitting => self.begin_quit(),
+                _ = force.cancelled(), if !self.forced => {
+                    tracing::warn!("second shutdown signal: no more graceful timeouts");
+                    self.forced = true;
+                    self.begin_quit();
+                    self.cut_grace(Instant::now());
+                }
             }
             let now = Instant::now();
             if now >= self.next_memory_check {
@@ -356,6 +368,16 @@ impl Supervisor {
         // Output pumps end when the children's pipes close; leftover grandchildren may hold them.
         let _ = tokio::time::timeout(Duration::from_secs(2), self.tracker.wait()).await;
         tracing::info!("all watchers stopped");
+    }
+
+    fn cut_grace(&mut self, now: Instant) {
+        for w in &mut self.watchers {
+            for p in &mut w.procs {
+                if let Some(s) = &mut p.stopping {
+                    s.deadline = s.deadline.min(now);
+                }
+            }
+        }
     }
 
     fn begin_quit(&mut self) {
@@ -513,6 +535,7 @@ impl Supervisor {
     }
 
     fn stop_proc(&mut self, idx: usize, pid: i32, reason: StopReason, now: Instant) {
+        let forced = self.forced;
         let w = &mut self.watchers[idx];
         let Some(p) = w.procs.iter_mut().find(|p| p.pid == pid) else {
             return;
@@ -521,7 +544,7 @@ impl Supervisor {
             return;
         }
         p.stopping = Some(Stopping {
-            deadline: now + w.cfg.graceful_timeout,
+            deadline: if forced { now } else { now + w.cfg.graceful_timeout },
             killed: false,
             reason,
         });
@@ -532,8 +555,49 @@ impl Supervisor {
     }
 
     fn spawn_one(&mut self, idx: usize, wid: u32, now: Instant) -> bool {
+        let result = process::spawn(&self.watchers[idx].cfg, wid, &self.sockets);
+        self.register(idx, wid, result, now)
+    }
+
+    /// Start several slots of one watcher at once. `spawn` blocks until the child has exec'd
+    /// (or failed to), mostly waiting on the child: a few threads overlap those waits.
+    fn spawn_many(&mut self, idx: usize, wids: &[u32], now: Instant) -> bool {
+        if wids.len() == 1 {
+            return self.spawn_one(idx, wids[0], now);
+        }
+        let (cfg, sockets) = (&self.watchers[idx].cfg, &self.sockets);
+        let results: Vec<(u32, Result<process::Spawned, process::SpawnError>)> = std::thread::scope(|scope| {
+            let per_thread = wids.len().div_ceil(SPAWN_THREADS);
+            let handles: Vec<_> = wids
+                .chunks(per_thread)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|&wid| (wid, process::spawn(cfg, wid, sockets)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        });
+        let mut all_ok = true;
+        for (wid, result) in results {
+            all_ok &= self.register(idx, wid, result, now);
+        }
+        all_ok
+    }
+
+    /// Book-keeping after a spawn attempt. False when it failed (the watcher is backing off).
+    fn register(
+        &mut self,
+        idx: usize,
+        wid: u32,
+        result: Result<process::Spawned, process::SpawnError>,
+        now: Instant,
+    ) -> bool {
         let w = &mut self.watchers[idx];
-        match process::spawn(&w.cfg, wid, &self.sockets) {
+        match result {
             Ok(spawned) => {
                 let pid = spawned.pid;
                 w.spawn_failures = 0;
@@ -785,17 +849,21 @@ impl Supervisor {
                     .any(|p| p.wid == *wid && p.stopping.as_ref().is_none_or(|s| s.reason != StopReason::Recycle))
             })
             .collect();
-        let warmup = w.cfg.warmup_delay;
-        for wid in missing {
-            if !self.spawn_one(idx, wid, now) {
-                return;
-            }
-            if !warmup.is_zero() {
-                self.watchers[idx].next_spawn_at = Some(now + warmup);
-                return;
-            }
+        if missing.is_empty() {
+            self.watchers[idx].next_spawn_at = None;
+            return;
         }
-        self.watchers[idx].next_spawn_at = None;
+        let warmup = w.cfg.warmup_delay;
+        if !warmup.is_zero() {
+            // One process per warmup_delay.
+            if self.spawn_one(idx, missing[0], now) {
+                self.watchers[idx].next_spawn_at = Some(now + warmup);
+            }
+            return;
+        }
+        if self.spawn_many(idx, &missing, now) {
+            self.watchers[idx].next_spawn_at = None;
+        }
     }
 
     fn reconcile_quit(&mut self, now: Instant) {

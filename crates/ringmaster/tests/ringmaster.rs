@@ -737,3 +737,21 @@ async fn a_crash_loop_pauses_then_gives_up_until_started_by_hand() {
         "started again by hand"
     );
 }
+
+#[tokio::test]
+async fn a_second_sigterm_skips_the_graceful_timeout() {
+    let mut rm = Rm::start("[watcher:stubborn]\ncmd = /bin/sh\nargs = -c 'trap \"\" TERM; while true; do sleep 0.05; done'\ngraceful_timeout = 600\n");
+    let pid = rm.wait_pids("stubborn", |p| p.len() == 1).await[0];
+    signal(rm.pid(), "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(alive(pid), "the first SIGTERM waits for the graceful timeout");
+    let started = Instant::now();
+    let status = rm.terminate();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "second SIGTERM took {:?}",
+        started.elapsed()
+    );
+    assert!(wait_for(Duration::from_secs(2), || !alive(pid)));
+}

@@ -41,11 +41,22 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     let config = config.ok_or("missing CONFIG")?;
-    Ok(Args { config, log_format, check })
+    Ok(Args {
+        config,
+        log_format,
+        check,
+    })
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // One malloc arena: each thread that starts processes would otherwise keep its own arena
+    // resident for good, and a supervisor should stay small.
+    #[allow(unsafe_code)]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
