@@ -755,3 +755,13 @@ async fn a_second_sigterm_skips_the_graceful_timeout() {
     );
     assert!(wait_for(Duration::from_secs(2), || !alive(pid)));
 }
+
+#[tokio::test]
+async fn supervision_goes_on_while_redis_is_unreachable() {
+    let rm =
+        Rm::start("[ringmaster]\nredis_url = redis+unix://@DIR@/no-redis-here.sock\n\n[watcher:w]\ncmd = sleep 3600\n");
+    let before = rm.wait_pids("w", |p| p.len() == 1).await;
+    signal(before[0], "KILL");
+    rm.wait_pids("w", |p| p.len() == 1 && p[0] != before[0]).await;
+    assert_eq!(rm.call("status", json!({"name": "w"})).await["state"], "active");
+}
