@@ -123,12 +123,13 @@ impl Queue {
 
     /// Number of messages waiting (`LLEN`).
     pub async fn len(&self) -> Result<u64> {
-        let name = self.name.clone();
+        self.llen(&self.name).await
+    }
+
+    /// `LLEN` of any key, with this queue named in errors.
+    async fn llen(&self, key: &str) -> Result<u64> {
         self.redis
-            .retry("llen", |mut c| {
-                let name = name.clone();
-                async move { c.llen(name).await }
-            })
+            .retry("llen", |mut c| async move { c.llen(key).await })
             .await
             .map_err(self.err("llen"))
     }
@@ -140,14 +141,7 @@ impl Queue {
 
     /// Number of dead letters waiting in `<queue>.dead`.
     pub async fn dead_len(&self) -> Result<u64> {
-        let name = self.dead.clone();
-        self.redis
-            .retry("llen", |mut c| {
-                let name = name.clone();
-                async move { c.llen(name).await }
-            })
-            .await
-            .map_err(self.err("llen"))
+        self.llen(&self.dead).await
     }
 
     /// Pop up to `max` messages, oldest first, waiting up to `timeout` for the first one.
@@ -459,15 +453,7 @@ impl ReliableConsumer {
 
     /// Number of messages this consumer holds unacknowledged.
     pub async fn in_flight(&self) -> Result<u64> {
-        let name = self.processing.clone();
-        self.queue
-            .redis
-            .retry("llen", |mut c| {
-                let name = name.clone();
-                async move { c.llen(name).await }
-            })
-            .await
-            .map_err(self.queue.err("llen"))
+        self.queue.llen(&self.processing).await
     }
 
     /// Take up to `max` messages, oldest first, waiting up to `timeout` for the first one.
