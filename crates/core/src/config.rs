@@ -330,17 +330,25 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// Longest duration a config may give: anything larger is a typo, and would overflow deadlines.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// A duration: plain numbers are seconds (circus style, fractions allowed); otherwise humantime
 /// (`250ms`, `30s`, `5m`, `1h 30m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+    let d = if let Ok(secs) = s.parse::<f64>() {
+        if !(secs.is_finite() && secs >= 0.0) {
+            return Err("expected a non-negative duration".into());
         }
-        return Err("expected a non-negative duration".into());
+        Duration::try_from_secs_f64(secs).map_err(|_| "duration out of range".to_string())?
+    } else {
+        humantime::parse_duration(s).map_err(|e| format!("expected a duration like 30, 1.5, 30s or 5m: {e}"))?
+    };
+    if d > MAX_DURATION {
+        return Err("longer than ten years".into());
     }
-    humantime::parse_duration(s).map_err(|e| format!("expected a duration like 30, 1.5, 30s or 5m: {e}"))
+    Ok(d)
 }
 
 /// A byte size: a plain integer, or a number with K/M/G/T (powers of 1024, optional `i`/`B`).
@@ -378,6 +386,8 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("1e30").is_err());
+        assert!(parse_duration("1e19").is_err());
         assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
         assert_eq!(parse_bytes("512K"), Ok(512 << 10));
         assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));

@@ -1,5 +1,6 @@
-//! ringmaster on Redis: commands consumed from `ringmaster.control` (reliably: a command is
-//! acknowledged after the supervisor answered it; a malformed one goes to
+//! ringmaster on Redis: commands consumed from `ringmaster.control` (taken with a reliable pop
+//! and acknowledged before they are carried out: an operator's command runs at most once, so a
+//! `quit` or an `incr` is never replayed by the next ringmaster; a malformed one goes to
 //! `ringmaster.control.dead`), replies pushed to the list named by the command's `reply_to`
 //! property (expiring after 5 minutes), and lifecycle events published on `ringmaster.events`.
 //!
@@ -42,6 +43,7 @@ pub async fn consume_commands(redis: Redis, inputs: mpsc::Sender<Input>, token: 
                     .and_then(|v| v.as_str())
                     .map(str::to_string);
                 tracing::info!(command = %cmd.command, id = %cmd.id, "command from redis");
+                consumer.ack(&[delivery]).await?;
                 let reply = crate::control::dispatch(cmd, &inputs).await;
                 if let Some(key) = reply_to {
                     let body = serde_json::to_vec(&reply).unwrap_or_default();
@@ -54,7 +56,6 @@ pub async fn consume_commands(redis: Redis, inputs: mpsc::Sender<Input>, token: 
                         })
                         .await?;
                 }
-                consumer.ack(&[delivery]).await?;
             }
         }
         #[allow(unreachable_code)]

@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 
 use crate::config::{SocketAddress, SocketConfig, StreamConfig, WatcherConfig};
 use crate::procfs;
+use crate::reaper::Reaper;
 
 /// PATH given to children whose environment has none (no `copy_env`/`copy_path`, no `[env]` PATH).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -80,21 +81,31 @@ impl BoundSockets {
 
     /// Keep the sockets whose config is unchanged in `configs`, bind new or changed ones, close
     /// removed ones. Returns the names that were (re)bound.
+    /// On a bind error nothing changes: the running sockets stay as they were.
     pub fn rebind(&mut self, configs: &[SocketConfig]) -> std::io::Result<Vec<String>> {
+        let unchanged = |c: &SocketConfig| self.fds.iter().any(|(o, _)| o == c);
+        let to_bind: Vec<&SocketConfig> = configs.iter().filter(|c| !unchanged(c)).collect();
+        let mut fresh = Vec::new();
+        for c in &to_bind {
+            // A changed socket that keeps its address must release it first: such a rebind
+            // cannot be tried on the side, so it closes the old socket now.
+            if let Some(i) = self
+                .fds
+                .iter()
+                .position(|(o, _)| o.name == c.name && o.address == c.address)
+            {
+                drop(self.fds.swap_remove(i));
+            }
+            fresh.push(((*c).clone(), bind(c)?));
+        }
+        let changed = to_bind.iter().map(|c| c.name.clone()).collect();
+        let mut old = std::mem::take(&mut self.fds);
         let mut kept = Vec::new();
-        let mut changed = Vec::new();
-        let mut old: Vec<(SocketConfig, OwnedFd)> = std::mem::take(&mut self.fds);
         for c in configs {
-            match old.iter().position(|(o, _)| o == c) {
-                Some(i) => kept.push(old.swap_remove(i)),
-                None => {
-                    // Close the old socket of that name first, so a unix path or port can be reused.
-                    if let Some(i) = old.iter().position(|(o, _)| o.name == c.name) {
-                        drop(old.swap_remove(i));
-                    }
-                    kept.push((c.clone(), bind(c)?));
-                    changed.push(c.name.clone());
-                }
+            if let Some(i) = old.iter().position(|(o, _)| o == c) {
+                kept.push(old.swap_remove(i));
+            } else if let Some(i) = fresh.iter().position(|(f, _): &(SocketConfig, OwnedFd)| f == c) {
+                kept.push(fresh.swap_remove(i));
             }
         }
         self.fds = kept;
@@ -212,8 +223,8 @@ pub fn command_line(w: &WatcherConfig, wid: u32, sockets: &BoundSockets) -> Resu
     Ok(words)
 }
 
-/// Start process `wid` of watcher `w`.
-pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets) -> Result<Spawned, SpawnError> {
+/// Start process `wid` of watcher `w`; `reaper` learns the new pid while the spawn lock is held.
+pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets, reaper: &Reaper) -> Result<Spawned, SpawnError> {
     let argv = command_line(w, wid, sockets)?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
@@ -228,12 +239,9 @@ pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets) -> Result<Spaw
     if let Some(dir) = &w.working_dir {
         cmd.current_dir(dir);
     }
-    if let Some(user) = &w.uid {
-        cmd.uid(resolve_uid(user)?);
-    }
-    if let Some(group) = &w.gid {
-        cmd.gid(resolve_gid(group)?);
-    }
+    // Identity is dropped in pre_exec, after the rlimits (which may need root to raise), as
+    // circus does; the lookups (NSS) happen here, never after fork.
+    let identity = resolve_identity(w.uid.as_deref(), w.gid.as_deref())?;
     cmd.stdin(if w.close_child_stdin {
         Stdio::null()
     } else {
@@ -253,6 +261,14 @@ pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets) -> Result<Spaw
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            let apply_identity = || -> std::io::Result<()> {
+                if let Some((uid, gid, groups)) = &identity {
+                    nix::unistd::setgroups(groups).map_err(std::io::Error::from)?;
+                    nix::unistd::setgid(*gid).map_err(std::io::Error::from)?;
+                    nix::unistd::setuid(*uid).map_err(std::io::Error::from)?;
+                }
+                Ok(())
+            };
             for (resource, limit) in &rlimits {
                 let value = limit.unwrap_or(libc::RLIM_INFINITY);
                 let lim = libc::rlimit {
@@ -268,12 +284,16 @@ pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets) -> Result<Spaw
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            Ok(())
+            apply_identity()
         });
     }
     let spawned = {
         let _lock = crate::reaper::spawn_lock();
-        cmd.spawn()
+        let spawned = cmd.spawn();
+        if let Ok(child) = &spawned {
+            reaper.forget(child.id() as i32);
+        }
+        spawned
     };
     let mut child = spawned.map_err(|source| SpawnError::Io {
         program: argv[0].clone(),
@@ -292,6 +312,34 @@ fn stdio_for(s: &StreamConfig) -> Stdio {
         StreamConfig::Null => Stdio::null(),
         StreamConfig::Inherit | StreamConfig::File(_) => Stdio::piped(),
     }
+}
+
+/// The uid, gid and supplementary groups a watcher's `uid`/`gid` settings call for, if any.
+type Identity = Option<(nix::unistd::Uid, nix::unistd::Gid, Vec<nix::unistd::Gid>)>;
+
+fn resolve_identity(user: Option<&str>, group: Option<&str>) -> Result<Identity, SpawnError> {
+    use nix::unistd::{Gid, Uid};
+    if user.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let uid = match user {
+        Some(u) => Uid::from_raw(resolve_uid(u)?),
+        None => Uid::current(),
+    };
+    let named = nix::unistd::User::from_uid(uid).ok().flatten();
+    let gid = match group {
+        Some(g) => Gid::from_raw(resolve_gid(g)?),
+        None => named.as_ref().map(|u| u.gid).unwrap_or_else(Gid::current),
+    };
+    // The user's supplementary groups, as initgroups would set them.
+    let groups = match &named {
+        Some(u) => std::ffi::CString::new(u.name.as_str())
+            .ok()
+            .and_then(|name| nix::unistd::getgrouplist(&name, gid).ok())
+            .unwrap_or_else(|| vec![gid]),
+        None => vec![gid],
+    };
+    Ok(Some((uid, gid, groups)))
 }
 
 fn resolve_uid(user: &str) -> Result<u32, SpawnError> {

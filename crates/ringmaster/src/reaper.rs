@@ -94,6 +94,14 @@ impl Reaper {
         Ok(reaper)
     }
 
+    /// Drop any status kept for `pid`: call it for a child just spawned (under the spawn lock,
+    /// so the reaper cannot have collected the new child yet): a status found now belongs to an
+    /// earlier process that had the same pid.
+    pub fn forget(&self, pid: i32) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        t.unclaimed.remove(&pid);
+    }
+
     /// A receiver for `pid`'s exit status (already complete if it exited before this call).
     pub fn watch(&self, pid: i32) -> oneshot::Receiver<Exit> {
         let (tx, rx) = oneshot::channel();

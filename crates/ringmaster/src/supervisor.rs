@@ -26,6 +26,12 @@ use crate::stream::{self, Sink, TailBuffer};
 
 /// Longest line kept whole from a child's output.
 const MAX_LINE: usize = 64 * 1024;
+/// Longest a `waiting` command waits beyond the slowest graceful timeout involved.
+const WAIT_MARGIN: Duration = Duration::from_secs(30);
+/// Cap on the graceful part of a `waiting` command's wait.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// Most processes one watcher may be scaled to by `incr`.
+const MAX_NUMPROCESSES: u32 = 1024;
 /// Threads that start the processes of one watcher concurrently.
 const SPAWN_THREADS: usize = 4;
 /// How long a hook may run.
@@ -122,6 +128,8 @@ struct Watcher {
     removing: bool,
     /// Start again once the processes are gone (replacing the config on reloadconfig).
     replace_with: Option<WatcherConfig>,
+    /// Run the `after_stop` hook once the processes are gone.
+    after_stop_pending: bool,
     stdout: Sink,
     stderr: Sink,
     tail: TailBuffer,
@@ -155,6 +163,7 @@ fn wait_for(waits: Vec<(usize, Want)>) -> Outcome {
 
 /// A reply held until every named watcher has settled.
 struct Waiter {
+    deadline: Instant,
     wants: Vec<(String, Want)>,
     tx: oneshot::Sender<ControlReply>,
     reply: ControlReply,
@@ -188,6 +197,7 @@ impl Watcher {
             restarts: 0,
             removing: false,
             replace_with: None,
+            after_stop_pending: false,
             stdout,
             stderr,
             tail: TailBuffer::default(),
@@ -224,10 +234,12 @@ impl Watcher {
 
     fn settled(&self, want: Want) -> bool {
         match want {
-            Want::Stopped => self.procs.is_empty(),
+            // Started again meanwhile: the stop is over as far as the caller is concerned.
+            Want::Stopped => self.procs.is_empty() || self.active,
             Want::Running => {
                 self.failed
                     || !self.active
+                    || self.next_spawn_at.is_some_and(|t| t > Instant::now())
                     || (1..=self.numprocesses).all(|wid| {
                         self.done_wids.contains(&wid) || self.procs.iter().any(|p| p.wid == wid && p.stopping.is_none())
                     })
@@ -355,6 +367,7 @@ impl Supervisor {
                 self.next_memory_check = now + self.config.ringmaster.memory_check_interval;
             }
             self.reconcile(now);
+            self.run_after_stop_hooks().await;
             self.answer_waiters();
             if self.quitting && self.watchers.iter().all(|w| w.procs.is_empty()) {
                 break;
@@ -380,6 +393,18 @@ impl Supervisor {
         }
     }
 
+    async fn run_after_stop_hooks(&mut self) {
+        for idx in 0..self.watchers.len() {
+            let w = &mut self.watchers[idx];
+            if w.after_stop_pending && w.procs.is_empty() {
+                w.after_stop_pending = false;
+                if let Some(hook) = w.cfg.hooks.after_stop.clone() {
+                    self.run_hook(idx, "after_stop", &hook).await;
+                }
+            }
+        }
+    }
+
     fn begin_quit(&mut self) {
         if !self.quitting {
             tracing::info!("stopping every watcher, lowest priority first");
@@ -390,15 +415,20 @@ impl Supervisor {
     fn next_wakeup(&self, now: Instant) -> Instant {
         let mut t = now + self.config.circus.check_delay.max(Duration::from_millis(10));
         t = t.min(self.next_memory_check);
+        for waiter in &self.waiters {
+            t = t.min(waiter.deadline);
+        }
         for w in &self.watchers {
             if let Some(s) = w.next_spawn_at {
                 if s > now {
                     t = t.min(s);
                 }
             }
+            let spawn_blocked_until = w.next_spawn_at.filter(|s| *s > now);
             for p in &w.procs {
-                if let Some(r) = p.recycle_at {
-                    t = t.min(r);
+                if let (Some(r), None) = (p.recycle_at, &p.stopping) {
+                    // A recycle waits for the watcher's backoff like any spawn.
+                    t = t.min(spawn_blocked_until.map_or(r, |b| r.max(b)));
                 }
                 if let Some(s) = &p.stopping {
                     if !s.killed {
@@ -457,12 +487,15 @@ impl Supervisor {
 
     async fn stop_watcher(&mut self, idx: usize) {
         if let Some(hook) = self.watchers[idx].cfg.hooks.before_stop.clone() {
-            self.run_hook(idx, "before_stop", &hook).await;
+            if !self.run_hook(idx, "before_stop", &hook).await {
+                return;
+            }
         }
         let now = Instant::now();
         let w = &mut self.watchers[idx];
         w.active = false;
         w.failed = false;
+        w.after_stop_pending = w.cfg.hooks.after_stop.is_some();
         let name = w.cfg.name.clone();
         let pids: Vec<i32> = w.procs.iter().filter(|p| p.stopping.is_none()).map(|p| p.pid).collect();
         for pid in pids {
@@ -483,12 +516,18 @@ impl Supervisor {
             .envs(process::hook_env(w))
             .env("RINGMASTER_HOOK", hook);
         cmd.stdin(std::process::Stdio::null());
+        // Its own process group, so a timed-out hook is killed with whatever it started.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         if let Some(dir) = &w.working_dir {
             cmd.current_dir(dir);
         }
         let spawned = {
             let _lock = crate::reaper::spawn_lock();
-            cmd.spawn()
+            let spawned = cmd.spawn();
+            if let Ok(child) = &spawned {
+                self.reaper.forget(child.id() as i32);
+            }
+            spawned
         };
         let child = match spawned {
             Ok(c) => c,
@@ -503,7 +542,7 @@ impl Supervisor {
         let exit = match tokio::time::timeout(HOOK_TIMEOUT, rx).await {
             Ok(Ok(exit)) => exit,
             _ => {
-                process::kill_tree(pid, &[]);
+                process::kill_tree(pid, &[pid]);
                 tracing::error!(watcher = %name, hook, "hook timed out and was killed");
                 self.emit(&name, "hook_failure", None, Map::new());
                 return !hook.starts_with("before");
@@ -543,6 +582,7 @@ impl Supervisor {
         if p.stopping.is_some() {
             return;
         }
+        p.recycle_at = None;
         p.stopping = Some(Stopping {
             deadline: if forced { now } else { now + w.cfg.graceful_timeout },
             killed: false,
@@ -555,7 +595,7 @@ impl Supervisor {
     }
 
     fn spawn_one(&mut self, idx: usize, wid: u32, now: Instant) -> bool {
-        let result = process::spawn(&self.watchers[idx].cfg, wid, &self.sockets);
+        let result = process::spawn(&self.watchers[idx].cfg, wid, &self.sockets, &self.reaper);
         self.register(idx, wid, result, now)
     }
 
@@ -565,7 +605,7 @@ impl Supervisor {
         if wids.len() == 1 {
             return self.spawn_one(idx, wids[0], now);
         }
-        let (cfg, sockets) = (&self.watchers[idx].cfg, &self.sockets);
+        let (cfg, sockets, reaper) = (&self.watchers[idx].cfg, &self.sockets, &self.reaper);
         let results: Vec<(u32, Result<process::Spawned, process::SpawnError>)> = std::thread::scope(|scope| {
             let per_thread = wids.len().div_ceil(SPAWN_THREADS);
             let handles: Vec<_> = wids
@@ -574,7 +614,7 @@ impl Supervisor {
                     scope.spawn(move || {
                         chunk
                             .iter()
-                            .map(|&wid| (wid, process::spawn(cfg, wid, sockets)))
+                            .map(|&wid| (wid, process::spawn(cfg, wid, sockets, reaper)))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -870,6 +910,9 @@ impl Supervisor {
         // Lowest priority first; the next watcher waits until the previous one is gone.
         for idx in (0..self.watchers.len()).rev() {
             let w = &mut self.watchers[idx];
+            if w.active {
+                w.after_stop_pending = w.cfg.hooks.after_stop.is_some();
+            }
             w.active = false;
             if w.procs.is_empty() {
                 continue;
@@ -915,6 +958,11 @@ impl Supervisor {
             });
             if settled {
                 let _ = waiter.tx.send(waiter.reply);
+            } else if Instant::now() >= waiter.deadline {
+                let mut reply = waiter.reply;
+                reply.status = "error".into();
+                reply.reason = Some("timed out waiting for the watchers to settle".into());
+                let _ = waiter.tx.send(reply);
             } else {
                 keep.push(waiter);
             }
@@ -926,11 +974,19 @@ impl Supervisor {
 
     async fn reload_config(&mut self) -> anyhow::Result<Value> {
         let new = Config::load(&self.config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        crate::notify::sd_notify("RELOADING=1");
         for w in &new.warnings {
             tracing::warn!("{w}");
         }
+        // Everything that can fail happens before anything changes: new watchers' output files
+        // are opened, then sockets bound (a failed bind leaves the running ones as they were).
+        let mut fresh = Vec::new();
+        for nw in &new.watchers {
+            if !self.watchers.iter().any(|w| w.cfg.name == nw.name) {
+                fresh.push(Watcher::new(nw.clone(), &self.metrics)?);
+            }
+        }
         let rebound = self.sockets.rebind(&new.sockets)?;
+        crate::notify::sd_notify("RELOADING=1");
         let mut changed = Vec::new();
         let mut added = Vec::new();
         let mut removed = Vec::new();
@@ -941,6 +997,9 @@ impl Supervisor {
                     removed.push(w.cfg.name.clone());
                 }
                 Some(nw) => {
+                    // A later reload overrides what an earlier one left pending.
+                    w.removing = false;
+                    w.replace_with = None;
                     let uses_rebound = w.cfg.use_sockets && !rebound.is_empty();
                     if same_but_scale(&w.cfg, nw) && !uses_rebound {
                         if w.numprocesses != nw.numprocesses {
@@ -957,14 +1016,12 @@ impl Supervisor {
             }
         }
         let mut to_start = Vec::new();
-        for nw in &new.watchers {
-            if !self.watchers.iter().any(|w| w.cfg.name == nw.name) {
-                self.watchers.push(Watcher::new(nw.clone(), &self.metrics)?);
-                added.push(nw.name.clone());
-                if nw.autostart {
-                    to_start.push(nw.name.clone());
-                }
+        for w in fresh {
+            added.push(w.cfg.name.clone());
+            if w.cfg.autostart {
+                to_start.push(w.cfg.name.clone());
             }
+            self.watchers.push(w);
         }
         self.config = new;
         self.sort();
@@ -1032,6 +1089,9 @@ impl Supervisor {
                     for &i in &ts {
                         if !self.watchers[i].active || self.watchers[i].failed {
                             self.start_watcher(i, Instant::now()).await;
+                        } else {
+                            // Slots that finished (restart = never / on-failure) run again.
+                            self.watchers[i].done_wids.clear();
                         }
                     }
                     Ok(wait_for(ts.into_iter().map(|i| (i, Want::Running)).collect()))
@@ -1056,6 +1116,7 @@ impl Supervisor {
                             self.start_watcher(i, t).await;
                             continue;
                         }
+                        self.watchers[i].done_wids.clear();
                         let pids: Vec<(i32, u32)> = self.watchers[i]
                             .procs
                             .iter()
@@ -1122,12 +1183,24 @@ impl Supervisor {
                 reply.body = outcome.body;
                 if waiting && !outcome.waits.is_empty() {
                     // Answered once every addressed watcher has settled: queued, never refused.
+                    let grace = outcome
+                        .waits
+                        .iter()
+                        .map(|(i, _)| self.watchers[*i].cfg.graceful_timeout)
+                        .max()
+                        .unwrap_or_default();
                     let wants = outcome
                         .waits
                         .into_iter()
                         .map(|(i, want)| (self.watchers[i].cfg.name.clone(), want))
                         .collect();
-                    self.waiters.push(Waiter { wants, tx, reply });
+                    let deadline = Instant::now() + grace.min(MAX_WAIT) + WAIT_MARGIN;
+                    self.waiters.push(Waiter {
+                        deadline,
+                        wants,
+                        tx,
+                        reply,
+                    });
                 } else {
                     let _ = tx.send(reply);
                 }
@@ -1183,8 +1256,19 @@ impl Supervisor {
     fn scale(&mut self, props: &Map<String, Value>, up: bool) -> CommandResult {
         let name = props.get("name").and_then(Value::as_str).ok_or("name is required")?;
         let i = self.index(name).ok_or(format!("program {name} not found"))?;
-        let nb = props.get("nb").and_then(Value::as_u64).unwrap_or(1) as u32;
+        let nb = props.get("nb").and_then(Value::as_u64).unwrap_or(1);
         let w = &mut self.watchers[i];
+        let target = if up {
+            u64::from(w.numprocesses) + nb
+        } else {
+            u64::from(w.numprocesses).saturating_sub(nb)
+        };
+        if target > u64::from(MAX_NUMPROCESSES) {
+            return Err(format!(
+                "{name} would run {target} processes; the limit is {MAX_NUMPROCESSES}"
+            ));
+        }
+        let nb = nb as u32;
         if w.cfg.singleton && up && w.numprocesses >= 1 {
             return Err(format!("{name} is a singleton"));
         }
@@ -1194,6 +1278,7 @@ impl Supervisor {
             w.numprocesses.saturating_sub(nb)
         };
         let n = w.numprocesses;
+        w.done_wids.retain(|wid| *wid <= n);
         Ok(Outcome {
             waits: vec![(i, Want::Running)],
             body: obj(json!({"numprocesses": n})),
@@ -1275,8 +1360,12 @@ impl Supervisor {
     }
 
     async fn add(&mut self, props: &Map<String, Value>) -> CommandResult {
-        let name = props.get("name").and_then(Value::as_str).ok_or("name is required")?;
-        if self.index(name).is_some() {
+        let name = props
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("name is required")?
+            .trim();
+        if self.watchers.iter().any(|w| w.cfg.name.eq_ignore_ascii_case(name)) {
             return Err(format!("watcher {name} already exists"));
         }
         let cmd = props.get("cmd").and_then(Value::as_str).ok_or("cmd is required")?;

@@ -468,6 +468,13 @@ async fn hooks_run_as_shell_commands_and_can_veto_a_start() {
     assert_eq!(rm.pids("vetoed").await, Vec::<i32>::new());
     assert_eq!(rm.call("status", json!({"name": "vetoed"})).await["state"], "stopped");
     assert!(rm.log().contains("hook failed, action aborted"));
+    let r = rm.call("stop", json!({"name": "hooked", "waiting": true})).await;
+    assert_eq!(r["status"], "ok");
+    assert!(
+        wait_for(DEADLINE, || std::fs::read_to_string(rm.path("hooks"))
+            .is_ok_and(|t| t.split_whitespace().eq(["before", "after"]))),
+        "after_stop did not run once the processes were gone"
+    );
 }
 
 #[tokio::test]
@@ -764,4 +771,44 @@ async fn supervision_goes_on_while_redis_is_unreachable() {
     signal(before[0], "KILL");
     rm.wait_pids("w", |p| p.len() == 1 && p[0] != before[0]).await;
     assert_eq!(rm.call("status", json!({"name": "w"})).await["state"], "active");
+}
+
+#[tokio::test]
+async fn uid_is_dropped_after_the_rlimits_are_set() {
+    let rm = Rm::start("[watcher:unprivileged]\ncmd = sleep 3600\nuid = nobody\nrlimit_nofile = 4242\n");
+    let pid = rm.wait_pids("unprivileged", |p| p.len() == 1).await[0];
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("uid line");
+    assert!(uid_line.split_whitespace().nth(1) == Some("65534"), "{uid_line}");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains("4242")),
+        "{limits}"
+    );
+}
+
+#[tokio::test]
+async fn scaling_is_bounded_and_redis_commands_run_once() {
+    let redis = ironwork_test_support::RedisServer::start();
+    let rm = Rm::start(&format!(
+        "[ringmaster]\nredis_url = {}\n\n[watcher:w]\ncmd = sleep 3600\n",
+        redis.url()
+    ));
+    rm.wait_pids("w", |p| p.len() == 1).await;
+    let r = rm.call("incr", json!({"name": "w", "nb": 5_000_000})).await;
+    assert_eq!(r["status"], "error", "{r}");
+    assert_eq!(rm.pids("w").await.len(), 1);
+    redis.cli(&[
+        "LPUSH",
+        "ringmaster.control",
+        r#"{"id":"once","command":"incr","properties":{"name":"w","reply_to":"r.once"}}"#,
+    ]);
+    assert!(wait_for(DEADLINE, || redis.cli(&["LLEN", "r.once"]).trim() == "1"));
+    // Acknowledged before it ran: nothing left in flight to be replayed by the next ringmaster.
+    let keys = redis.cli(&["KEYS", "ringmaster.control.processing.*"]);
+    for key in keys.split_whitespace() {
+        assert_eq!(redis.cli(&["LLEN", key]).trim(), "0", "{key} still holds the command");
+    }
 }
