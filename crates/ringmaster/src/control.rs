@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ironwork_core::messages::{epoch_seconds, ControlCommand, ControlReply};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -51,7 +51,9 @@ pub async fn serve(listener: UnixListener, inputs: mpsc::Sender<Input>, token: C
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
                 Err(e) => {
+                    // Out of file descriptors, typically: wait instead of spinning.
                     tracing::warn!(error = %e, "control socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },
@@ -74,9 +76,11 @@ async fn client(stream: UnixStream, inputs: mpsc::Sender<Input>, token: Cancella
     let mut line = String::new();
     loop {
         line.clear();
+        // At most MAX_REQUEST + 1 bytes are read into memory for one request.
+        let mut bounded = (&mut lines).take(MAX_REQUEST as u64 + 1);
         let read = tokio::select! {
             _ = token.cancelled() => return,
-            r = lines.read_line(&mut line) => r,
+            r = bounded.read_line(&mut line) => r,
         };
         match read {
             Ok(0) | Err(_) => return,
