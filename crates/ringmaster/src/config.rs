@@ -1456,7 +1456,8 @@ fn parse_max_retry(s: &str) -> Result<i64, String> {
 }
 
 /// A signal as circus's `to_signum` takes it: `TERM`, `SIGTERM`, `sigterm` or `15`.
-fn parse_signal(s: &str) -> Result<i32, String> {
+/// A signal by name (`TERM`, `SIGTERM`, any case) or number, as `stop_signal` accepts it.
+pub fn parse_signal(s: &str) -> Result<i32, String> {
     let s = s.trim();
     if let Ok(n) = s.parse::<i32>() {
         return Signal::try_from(n)

@@ -1290,7 +1290,7 @@ impl Supervisor {
         let i = self.index(name).ok_or(format!("program {name} not found"))?;
         let signum = match props.get("signum") {
             Some(Value::Number(n)) => n.as_i64().unwrap_or(0) as i32,
-            Some(Value::String(s)) => parse_signal(s).ok_or(format!("unknown signal {s}"))?,
+            Some(Value::String(s)) => crate::config::parse_signal(s).map_err(|e| format!("{s}: {e}"))?,
             _ => return Err("signum is required".into()),
         };
         let children = props.get("children").and_then(Value::as_bool).unwrap_or(false);
@@ -1429,18 +1429,4 @@ fn reply_ok(id: &str, time: f64) -> ControlReply {
         reason: None,
         body: Map::new(),
     }
-}
-
-/// A signal by name (`TERM`, `SIGTERM`, any case) or number.
-pub fn parse_signal(s: &str) -> Option<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        return Some(n);
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
 }
