@@ -65,6 +65,12 @@ impl Ini {
 
     /// Parse `text`, naming it `path` in errors. Reports every syntax error, not just the first.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        Self::parse_with_delimiters(path, text, &['=', ':'])
+    }
+
+    /// [`Ini::parse`] splitting keys from values only at the first of `delimiters` (Metwork's
+    /// switch rules use `=` alone, so a pattern may contain `:`).
+    pub fn parse_with_delimiters(path: &Path, text: &str, delimiters: &[char]) -> Result<Self, ConfigErrors> {
         let mut errors = ConfigErrors::default();
         let mut sections: Vec<Section> = Vec::new();
         // Whether the last line was a key line, so an indented line may continue it.
@@ -109,7 +115,7 @@ impl Ini {
                 });
                 continue;
             }
-            let Some(split) = trimmed.find(['=', ':']) else {
+            let Some(split) = trimmed.find(delimiters) else {
                 errors.push(ConfigError::new(path, format!("expected 'key = value', found {trimmed:?}")).at_line(line));
                 continuing = false;
                 continue;

@@ -43,6 +43,17 @@ pub mod names {
         format!("{queue}.processing.{consumer}")
     }
 
+    /// `<queue>.consumer.<consumer>`: present (with a TTL) while that reliable consumer lives.
+    pub fn consumer_alive(queue: &str, consumer: &str) -> String {
+        format!("{queue}.consumer.{consumer}")
+    }
+
+    /// `<queue>.delayed`: sorted set (score = due epoch seconds) of messages waiting to re-enter
+    /// the queue, for retries with backoff.
+    pub fn delayed(queue: &str) -> String {
+        format!("{queue}.delayed")
+    }
+
     /// `<queue>.dead`: messages a consumer could not use, with the reason.
     pub fn dead(queue: &str) -> String {
         format!("{queue}.dead")

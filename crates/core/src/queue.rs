@@ -383,6 +383,22 @@ for i = 1, k do n = n + redis.call('LREM', KEYS[1], -1, ARGV[i]) end
 return n
 ";
 
+/// Returns deliveries to the queue's tail (next in line), oldest popped first again, and removes
+/// them from the processing list, atomically.
+const HAND_BACK: &str = r"
+for i = 1, #ARGV do redis.call('LREM', KEYS[2], -1, ARGV[i]) end
+for i = #ARGV, 1, -1 do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+return #ARGV
+";
+
+/// [`RECOVER`] for another consumer's list, only while that consumer's liveness key is absent.
+const RECOVER_ORPHAN: &str = r"
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local n = 0
+while redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT') do n = n + 1 end
+return n
+";
+
 /// A consumer whose popped messages survive its death: each pop moves the message into
 /// `<queue>.processing.<consumer>`, [`ReliableConsumer::ack`] removes it once its effect is
 /// durable, and [`ReliableConsumer::recover`] (called at start) re-queues what a previous
@@ -394,6 +410,7 @@ pub struct ReliableConsumer {
     queue: Queue,
     consumer: String,
     processing: String,
+    alive: String,
     blocking: Conn,
     move_batch: Script,
     recover: Script,
@@ -407,6 +424,7 @@ impl ReliableConsumer {
         let blocking = queue.redis.blocking_conn(MAX_BLOCK)?;
         Ok(Self {
             processing: names::processing(queue.name(), &consumer),
+            alive: names::consumer_alive(queue.name(), &consumer),
             queue,
             consumer,
             blocking,
@@ -449,6 +467,92 @@ impl ReliableConsumer {
             tracing::info!(queue = %self.queue.name(), consumer = %self.consumer, recovered = n, "re-queued in-flight messages of a previous run");
         }
         Ok(n)
+    }
+
+    /// Mark this consumer alive for `ttl` (`SET <queue>.consumer.<id> PX`). Consumers that call
+    /// this every `ttl / 3` keep [`ReliableConsumer::recover_orphans`] of their peers away from
+    /// their in-flight messages.
+    pub async fn heartbeat(&self, ttl: Duration) -> Result<()> {
+        let key = self.alive.clone();
+        let ms = ttl.as_millis().max(1) as u64;
+        self.queue
+            .redis
+            .retry("heartbeat", |mut c| {
+                let key = key.clone();
+                async move { c.pset_ex::<_, _, ()>(key, 1, ms).await }
+            })
+            .await
+            .map_err(self.queue.err("heartbeat"))
+    }
+
+    /// Re-queue the in-flight messages of every other consumer of this queue whose liveness key
+    /// (see [`ReliableConsumer::heartbeat`]) has expired: a worker slot that was removed, or a
+    /// host that died, leaves nothing stranded. Returns how many messages were recovered.
+    pub async fn recover_orphans(&self) -> Result<u64> {
+        let prefix = names::processing(self.queue.name(), "");
+        let pattern = format!("{}*", glob_escape(&prefix));
+        let keys: Vec<String> = self
+            .queue
+            .redis
+            .retry("scan_processing", |mut c| {
+                let pattern = pattern.clone();
+                async move {
+                    let mut iter = c.scan_match::<_, String>(pattern).await?;
+                    let mut keys = Vec::new();
+                    while let Some(k) = futures_util::StreamExt::next(&mut iter).await {
+                        keys.push(k?);
+                    }
+                    Ok(keys)
+                }
+            })
+            .await
+            .map_err(self.queue.err("scan_processing"))?;
+        let script = Script::new(RECOVER_ORPHAN);
+        let mut total = 0u64;
+        for key in keys {
+            let Some(id) = key.strip_prefix(&prefix) else { continue };
+            if id == self.consumer {
+                continue;
+            }
+            let mut inv = script.key(self.queue.name());
+            inv.key(&key).key(names::consumer_alive(self.queue.name(), id));
+            let n: i64 = self
+                .queue
+                .redis
+                .retry("recover_orphan", |mut c| {
+                    let inv = &inv;
+                    async move { inv.invoke_async(&mut c).await }
+                })
+                .await
+                .map_err(self.queue.err("recover_orphan"))?;
+            if n > 0 {
+                tracing::warn!(queue = %self.queue.name(), consumer = id, recovered = n, "re-queued the in-flight messages of a consumer that stopped");
+                total += n as u64;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Give deliveries back unprocessed: they leave the processing list and go back to the
+    /// front of the queue, as if never popped. Used at shutdown for work not yet started.
+    pub async fn hand_back(&self, deliveries: &[Delivery]) -> Result<u64> {
+        if deliveries.is_empty() {
+            return Ok(0);
+        }
+        let script = Script::new(HAND_BACK);
+        let mut inv = script.key(self.queue.name());
+        inv.key(&self.processing);
+        for d in deliveries {
+            inv.arg(&d.payload);
+        }
+        self.queue
+            .redis
+            .retry("hand_back", |mut c| {
+                let inv = &inv;
+                async move { inv.invoke_async(&mut c).await }
+            })
+            .await
+            .map_err(self.queue.err("hand_back"))
     }
 
     /// Number of messages this consumer holds unacknowledged.
@@ -567,6 +671,18 @@ impl ReliableConsumer {
         }
         Ok(out)
     }
+}
+
+/// Escape Redis glob metacharacters so `s` matches only itself in `SCAN MATCH`.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn short_type_name<T>() -> &'static str {

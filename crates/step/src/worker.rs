@@ -1,0 +1,365 @@
+//! The worker loop shared by every step: reliable pop from `step.<plugin>.<step>`, claim each
+//! file by renaming it into `tmp/<plugin>.<step>/<claim id>`, run the [`Step`], route the result
+//! (or apply the failure policy), acknowledge. Also: heartbeats and re-queueing of dead peers'
+//! in-flight messages, and promotion of due retries from `<queue>.delayed`.
+//!
+//! The claim id is the MD5 of the message, so a message replayed after a crash finds its own
+//! claimed file again (and resumes it) while a duplicate message finds nothing (and is dropped).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ironwork_core::messages::{epoch_seconds, names, StepEvent};
+use ironwork_core::metrics::{Counter, Metrics};
+use ironwork_core::{CancellationToken, Delivery, Queue, Redis, ReliableConsumer};
+use md5::{Digest, Md5};
+use redis::Script;
+
+use crate::file::{Step, StepFile};
+use crate::layout::DataDir;
+use crate::policy::{Policies, Verdict};
+use crate::routing::Router;
+use crate::tags::{hex, Entering, TagStore};
+
+/// A worker's liveness key lives this long; it is renewed three times as often.
+const HEARTBEAT_TTL: Duration = Duration::from_secs(30);
+/// How often dead peers' in-flight messages are looked for.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
+/// Most retries promoted per pass.
+const PROMOTE_BATCH: usize = 500;
+/// Dead letters kept per queue.
+const DEAD_CAP: u64 = 10_000;
+
+/// Moves due members of the delayed set to the queue, oldest due first.
+const PROMOTE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #due == 0 then return 0 end
+redis.call('ZREM', KEYS[1], unpack(due))
+redis.call('LPUSH', KEYS[2], unpack(due))
+return #due
+";
+
+/// One step worker's settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The plugin.
+    pub plugin: String,
+    /// The step.
+    pub step: String,
+    /// The queue consumed (normally `step.<plugin>.<step>`).
+    pub queue: String,
+    /// This worker's consumer id, stable across its restarts (`<host>.<wid>`).
+    pub consumer: String,
+    /// The data directory and the roots messages may point into.
+    pub data: DataDir,
+    /// Most messages taken per pop.
+    pub batch: usize,
+    /// Retry, failure policy, loop guard.
+    pub policies: Policies,
+    /// How long file tags live after their last change.
+    pub tags_ttl: Duration,
+}
+
+/// Per-step counters exported on `/metrics`.
+#[derive(Debug, Clone)]
+pub struct StepMetrics {
+    /// Files the step succeeded on.
+    pub processed: Counter,
+    /// Files the step failed on.
+    pub failed: Counter,
+    /// Retries scheduled.
+    pub retried: Counter,
+    /// Messages whose file was already gone (duplicates).
+    pub duplicates: Counter,
+    /// Messages dead-lettered (unreadable, or pointing outside the data roots).
+    pub dead_letters: Counter,
+}
+
+impl StepMetrics {
+    /// Register the counters in `metrics`.
+    pub fn new(metrics: &Metrics, plugin: &str, step: &str) -> Self {
+        let l = [("plugin", plugin), ("step", step)];
+        Self {
+            processed: metrics.counter("ironwork_step_processed_total", "Files processed successfully.", &l),
+            failed: metrics.counter("ironwork_step_failed_total", "Files the step failed on.", &l),
+            retried: metrics.counter("ironwork_step_retried_total", "Retries scheduled.", &l),
+            duplicates: metrics.counter(
+                "ironwork_step_duplicates_total",
+                "Messages whose file was already gone.",
+                &l,
+            ),
+            dead_letters: metrics.counter("ironwork_step_dead_letters_total", "Messages dead-lettered.", &l),
+        }
+    }
+}
+
+/// Run a step worker until `token` is cancelled. At cancellation the file in hand is finished,
+/// the rest of the batch is handed back to the queue, and the function returns `Ok`.
+pub async fn run<S: Step>(
+    cfg: WorkerConfig,
+    redis: Redis,
+    mut step: S,
+    metrics: StepMetrics,
+    token: CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer = ReliableConsumer::new(Queue::new(&redis, &cfg.queue), cfg.consumer.clone())?;
+    let tmp_dir = cfg.data.tmp_dir(&cfg.plugin, &cfg.step);
+    std::fs::create_dir_all(&tmp_dir).with_context(|| format!("cannot create {}", tmp_dir.display()))?;
+    let tags = TagStore::new(redis.clone(), cfg.tags_ttl);
+    let mut worker = Worker {
+        router: Router::new(redis.clone(), tags.clone(), tmp_dir.clone()),
+        tags,
+        tmp_dir,
+        plugin: cfg.plugin.as_str().into(),
+        step_name: cfg.step.as_str().into(),
+        data: Arc::new(cfg.data.clone()),
+        metrics,
+        cfg: &cfg,
+    };
+    let started = tokio::select! {
+        _ = token.cancelled() => return Ok(()),
+        r = async {
+            consumer.heartbeat(HEARTBEAT_TTL).await?;
+            consumer.recover().await?;
+            consumer.recover_orphans().await
+        } => r,
+    };
+    started?;
+    tracing::info!(queue = %cfg.queue, consumer = %cfg.consumer, "step worker started");
+
+    // Heartbeats continue while the last file is finished, hence their own token.
+    let beating = CancellationToken::new();
+    let heart = tokio::spawn(heartbeat(
+        ReliableConsumer::new(Queue::new(&redis, &cfg.queue), cfg.consumer.clone())?,
+        beating.clone(),
+    ));
+    let result = worker.serve(&consumer, &mut step, &redis, &token).await;
+    beating.cancel();
+    let _ = heart.await;
+    result?;
+    tracing::info!(queue = %cfg.queue, "step worker stopped");
+    Ok(())
+}
+
+async fn heartbeat(consumer: ReliableConsumer, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(HEARTBEAT_TTL / 3) => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = consumer.heartbeat(HEARTBEAT_TTL) => if let Err(e) = r {
+                tracing::warn!(error = %e, "heartbeat failed");
+            },
+        }
+    }
+}
+
+struct Worker<'a> {
+    router: Router,
+    tags: TagStore,
+    tmp_dir: PathBuf,
+    plugin: Arc<str>,
+    step_name: Arc<str>,
+    data: Arc<DataDir>,
+    metrics: StepMetrics,
+    cfg: &'a WorkerConfig,
+}
+
+/// What became of one delivery.
+enum Handled {
+    /// Done: acknowledge it.
+    Done,
+    /// Already dead-lettered (which acknowledges it).
+    DeadLettered,
+}
+
+impl Worker<'_> {
+    async fn serve<S: Step>(
+        &mut self,
+        consumer: &ReliableConsumer,
+        step: &mut S,
+        redis: &Redis,
+        token: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let promote = Script::new(PROMOTE);
+        let delayed = names::delayed(&self.cfg.queue);
+        let mut last_sweep = tokio::time::Instant::now();
+        let mut last_promote = tokio::time::Instant::now() - Duration::from_secs(1);
+        loop {
+            step.tick();
+            if last_promote.elapsed() >= Duration::from_secs(1) {
+                last_promote = tokio::time::Instant::now();
+                let mut inv = promote.key(&delayed);
+                inv.key(&self.cfg.queue).arg(epoch_seconds()).arg(PROMOTE_BATCH);
+                let n: u64 = tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    r = redis.retry("promote_retries", |mut c| {
+                        let inv = &inv;
+                        async move { inv.invoke_async(&mut c).await }
+                    }) => r?,
+                };
+                if n > 0 {
+                    tracing::debug!(promoted = n, "retries due, re-queued");
+                }
+            }
+            if last_sweep.elapsed() >= ORPHAN_SWEEP {
+                last_sweep = tokio::time::Instant::now();
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    r = consumer.recover_orphans() => { r?; }
+                }
+            }
+            let batch = tokio::select! {
+                _ = token.cancelled() => return Ok(()),
+                r = consumer.pop_batch(self.cfg.batch, Duration::from_secs(1)) => r?,
+            };
+            let mut done = Vec::with_capacity(batch.len());
+            let mut pending = batch.into_iter();
+            while let Some(delivery) = pending.next() {
+                if token.is_cancelled() {
+                    let back: Vec<Delivery> = std::iter::once(delivery).chain(pending.by_ref()).collect();
+                    consumer.hand_back(&back).await?;
+                    tracing::info!(
+                        handed_back = back.len(),
+                        "shutdown: unstarted messages returned to the queue"
+                    );
+                    break;
+                }
+                match self.handle(consumer, step, &delivery).await? {
+                    Handled::Done => done.push(delivery),
+                    Handled::DeadLettered => {}
+                }
+            }
+            consumer.ack(&done).await?;
+            if token.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn handle<S: Step>(
+        &mut self,
+        consumer: &ReliableConsumer,
+        step: &mut S,
+        delivery: &Delivery,
+    ) -> anyhow::Result<Handled> {
+        let event: StepEvent = match serde_json::from_slice(&delivery.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                return self
+                    .dead_letter(consumer, delivery, &format!("invalid StepEvent: {e}"))
+                    .await
+            }
+        };
+        let dir = Path::new(&event.directory);
+        if !self.data.confines(dir) || !crate::layout::valid_file_name(&event.filename) {
+            let reason = format!(
+                "{} is outside the data directory {} or not a plain file name",
+                dir.join(&event.filename).display(),
+                self.data.root().display()
+            );
+            return self.dead_letter(consumer, delivery, &reason).await;
+        }
+        let src = dir.join(&event.filename);
+        let id = hex(&Md5::digest(&delivery.payload));
+        let tmp = self.tmp_dir.join(&id);
+        if self.router.is_committed(&id) {
+            self.router.resume(&id, &tmp).await?;
+            self.metrics.processed.inc();
+            return Ok(Handled::Done);
+        }
+        let resume = tmp.exists();
+        if !resume {
+            match std::fs::rename(&src, &tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::debug!(file = %src.display(), "file already gone: duplicate message");
+                    self.metrics.duplicates.inc();
+                    return Ok(Handled::Done);
+                }
+                Err(e) => {
+                    let reason = format!("cannot claim {} into {}: {e}", src.display(), tmp.display());
+                    return self.dead_letter(consumer, delivery, &reason).await;
+                }
+            }
+        } else {
+            tracing::info!(file = %src.display(), claim = %id, "resuming a file claimed by a previous run");
+        }
+        let tags = self
+            .tags
+            .enter(&Entering {
+                from: &src,
+                at: &tmp,
+                plugin: &self.plugin,
+                step: &self.step_name,
+                uid: &id,
+                resume,
+            })
+            .await?;
+        let mut file = StepFile {
+            path: tmp.clone(),
+            claimed_from: src,
+            claim_id: id.clone(),
+            plugin: self.plugin.clone(),
+            step: self.step_name.clone(),
+            tags,
+            pending: Vec::new(),
+            routes: Vec::new(),
+            data: self.data.clone(),
+        };
+        let outcome = step.process(&mut file).await;
+        let mut delayed = None;
+        match outcome {
+            Ok(()) => {
+                tracing::debug!(file = %file.claimed_from.display(), claim = %id, routes = file.routes.len(), "processed");
+                self.metrics.processed.inc();
+            }
+            Err(failure) => {
+                self.metrics.failed.inc();
+                file.routes.clear();
+                let verdict = self
+                    .cfg
+                    .policies
+                    .on_failure(&mut file, &self.cfg.queue, &failure.reason);
+                let original = file.original_basename().to_string();
+                match verdict {
+                    Verdict::Retry { attempt, delayed: d } => {
+                        self.metrics.retried.inc();
+                        tracing::warn!(file = %original, claim = %id, attempt, reason = %failure, "step failed, retry scheduled");
+                        delayed = Some(d);
+                    }
+                    Verdict::Kept(dest) => {
+                        tracing::warn!(file = %original, claim = %id, kept = %dest.display(), reason = %failure, "step failed, file kept in trash")
+                    }
+                    Verdict::Deleted => {
+                        tracing::warn!(file = %original, claim = %id, reason = %failure, "step failed, file deleted (failure_policy delete)")
+                    }
+                    Verdict::Moved(dest) => {
+                        tracing::warn!(file = %original, claim = %id, moved = %dest.display(), reason = %failure, "step failed, file moved (failure_policy move)")
+                    }
+                }
+            }
+        }
+        self.router
+            .commit(&id, &tmp, &file.pending, std::mem::take(&mut file.routes), delayed)
+            .await
+            .with_context(|| format!("cannot route {}", tmp.display()))?;
+        Ok(Handled::Done)
+    }
+
+    async fn dead_letter(
+        &self,
+        consumer: &ReliableConsumer,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> anyhow::Result<Handled> {
+        tracing::warn!(queue = %self.cfg.queue, reason, "message dead-lettered");
+        self.metrics.dead_letters.inc();
+        consumer.dead_letter(delivery, reason, DEAD_CAP).await?;
+        Ok(Handled::DeadLettered)
+    }
+}
