@@ -110,6 +110,11 @@ impl Router {
         mut routes: Vec<Route>,
         delayed: Option<Delayed>,
     ) -> anyhow::Result<()> {
+        if !routes.is_empty() && std::fs::symlink_metadata(src).is_err() {
+            // The step (or a command it left behind) already moved the file: nothing to route.
+            tracing::warn!(file = %src.display(), "file vanished before it could be routed");
+            routes.clear();
+        }
         let carrying: Vec<&Path> = routes
             .iter()
             .filter(|r| !matches!(r.source, Source::Bytes(_)))
