@@ -133,7 +133,9 @@ impl Pipeline {
 
     fn kept_in_trash(&self) -> BTreeMap<String, String> {
         let mut kept = BTreeMap::new();
-        let Ok(steps) = std::fs::read_dir(self.data.join("trash")) else { return kept };
+        let Ok(steps) = std::fs::read_dir(self.data.join("trash")) else {
+            return kept;
+        };
         for step in steps.flatten() {
             for f in std::fs::read_dir(step.path()).into_iter().flatten().flatten() {
                 let path = f.path();
@@ -141,7 +143,10 @@ impl Pipeline {
                     continue;
                 }
                 let tags = std::fs::read_to_string(path.with_extension("tags")).unwrap_or_default();
-                let reason = tags.lines().find(|l| l.contains("failure_reason")).unwrap_or("(no reason)");
+                let reason = tags
+                    .lines()
+                    .find(|l| l.contains("failure_reason"))
+                    .unwrap_or("(no reason)");
                 let body = std::fs::read_to_string(&path).unwrap_or_default();
                 kept.insert(body.lines().next().unwrap_or_default().to_string(), reason.to_string());
             }
@@ -192,7 +197,12 @@ fn check_archive(p: &Pipeline, expected: &BTreeMap<String, String>) -> std::coll
         let body = std::fs::read(f.path()).expect("read archived");
         let name = String::from_utf8_lossy(body.split(|b| *b == b'\n').next().unwrap_or_default()).into_owned();
         let sum = ironwork_step::tags::hex(&Md5::digest(&body));
-        assert_eq!(expected.get(&name), Some(&sum), "archived {} is not an intact input", f.path().display());
+        assert_eq!(
+            expected.get(&name),
+            Some(&sum),
+            "archived {} is not an intact input",
+            f.path().display()
+        );
         *seen.entry(name).or_default() += 1;
     }
     let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
@@ -201,7 +211,9 @@ fn check_archive(p: &Pipeline, expected: &BTreeMap<String, String>) -> std::coll
 }
 
 fn wait_until_settled(p: &Pipeline, timeout: Duration) -> bool {
-    wait_for(timeout, || Pipeline::count(&p.archive) + p.kept_in_trash().len() >= FILES)
+    wait_for(timeout, || {
+        Pipeline::count(&p.archive) + p.kept_in_trash().len() >= FILES
+    })
 }
 
 fn assert_nothing_left(p: &Pipeline) {
@@ -211,14 +223,21 @@ fn assert_nothing_left(p: &Pipeline) {
             .map(|d| Pipeline::count(&p.data.join(d)))
             .sum::<usize>()
     };
-    assert!(wait_for(Duration::from_secs(30), || leftovers() == 0), "files left behind: {}", leftovers());
+    assert!(
+        wait_for(Duration::from_secs(30), || leftovers() == 0),
+        "files left behind: {}",
+        leftovers()
+    );
     let queues = || {
         ["step.switch.main", "step.sink.main"]
             .iter()
             .map(|q| p.redis.cli(&["LLEN", q]).trim().parse::<u64>().unwrap_or(u64::MAX))
             .sum::<u64>()
     };
-    assert!(wait_for(Duration::from_secs(30), || queues() == 0), "messages left in the queues");
+    assert!(
+        wait_for(Duration::from_secs(30), || queues() == 0),
+        "messages left in the queues"
+    );
 }
 
 #[test]
@@ -280,8 +299,15 @@ fn workers_killed_and_redis_restarted_lose_nothing() {
         assert!(reason.contains("failure_reason"), "{name} kept without a reason");
     }
     let archived = check_archive(&p, &expected);
-    assert!(kept.keys().all(|k| !archived.contains(k)), "a file both archived and kept: {kept:?}");
+    assert!(
+        kept.keys().all(|k| !archived.contains(k)),
+        "a file both archived and kept: {kept:?}"
+    );
     assert_eq!(archived.len() + kept.len(), FILES, "kept: {kept:?}");
     assert_nothing_left(&p);
-    eprintln!("{kills} kills, one redis restart: {} archived, {} kept", archived.len(), kept.len());
+    eprintln!(
+        "{kills} kills, one redis restart: {} archived, {} kept",
+        archived.len(),
+        kept.len()
+    );
 }
