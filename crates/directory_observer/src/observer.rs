@@ -306,7 +306,10 @@ impl Observer {
                     return;
                 };
                 self.stats.rescans.inc();
-                self.stats.skipped_names.add(listing.skipped_names);
+                if listing.skipped_names > 0 {
+                    self.stats.skipped_names.add(listing.skipped_names);
+                    tracing::warn!(dir = %root.label, count = listing.skipped_names, "files with names that are not UTF-8 skipped (a message cannot carry them)");
+                }
                 let held = self.publisher.held(&root.queue) as u64;
                 let room = match (root.step.poll_queue_limit, llen) {
                     (Some(limit), Some(len)) => {
@@ -352,6 +355,8 @@ impl Observer {
     }
 
     fn on_tick(&mut self) {
+        // Requests are normally taken on notification; this is a cheap safety net.
+        self.take_rescans();
         let now = Instant::now();
         let due: Vec<u64> = self
             .next_poll

@@ -139,7 +139,7 @@ pub fn list(root: &Root, scope: &Scope) -> Listing {
             let file_name = entry.file_name();
             let Some(name) = file_name.to_str() else {
                 out.skipped_names += 1;
-                tracing::warn!(dir = %dir.display(), name = ?file_name, "file name is not UTF-8, not posted");
+                tracing::debug!(dir = %dir.display(), name = ?file_name, "file name is not UTF-8, not posted");
                 continue;
             };
             let path = entry.path();
