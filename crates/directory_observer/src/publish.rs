@@ -292,6 +292,8 @@ impl Publisher {
             let messages: Vec<Vec<u8>> = q.pending.drain(..n).collect();
             q.in_flight = n;
             q.in_flight_since = Some(now);
+            // The backoff is over; a new failure sets it again.
+            q.retry_at = None;
             let sink = q.sink.clone();
             let queue = name.clone();
             self.pushes.spawn(async move {
@@ -314,7 +316,7 @@ impl Publisher {
     pub fn next_retry(&self) -> Option<Instant> {
         self.queues
             .values()
-            .filter(|q| !q.pending.is_empty())
+            .filter(|q| q.in_flight == 0 && !q.pending.is_empty())
             .filter_map(|q| q.retry_at)
             .min()
     }

@@ -287,6 +287,11 @@ impl Watcher {
         let id = wd.get_watch_descriptor_id();
         if let Some(existing) = self.watches.get(&id) {
             if existing.root.id != root.id {
+                // Adding replaced the existing watch's mask: put the other section's back.
+                let _ = self
+                    .inotify
+                    .watches()
+                    .add(&existing.path, mask_for(&existing.root, existing.is_root));
                 tracing::error!(
                     dir = %path.display(),
                     other = %existing.path.display(),
