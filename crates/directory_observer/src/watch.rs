@@ -536,9 +536,9 @@ impl Watcher {
                 Ok(events) => {
                     for e in events {
                         self.handle(e.wd.get_watch_descriptor_id(), e.mask, e.name);
-                    }
-                    if self.batch.len >= MAX_BATCH {
-                        self.flush();
+                        if self.batch.len >= MAX_BATCH {
+                            self.flush();
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
