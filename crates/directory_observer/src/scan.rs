@@ -95,7 +95,7 @@ pub struct Found {
     pub dir: Arc<str>,
     /// Its base name.
     pub name: String,
-    /// Its full path (the key of partial-scan bookkeeping).
+    /// Its full path (with `mtime`, the key of partial-scan bookkeeping).
     pub path: PathBuf,
     /// Last modification time: scans post oldest first.
     pub mtime: SystemTime,
