@@ -384,11 +384,15 @@ return n
 ";
 
 /// Returns deliveries to the queue's tail (next in line), oldest popped first again, and removes
-/// them from the processing list, atomically.
+/// them from the processing list, atomically. Only what was still in the processing list goes
+/// back, so a retried call cannot duplicate a message.
 const HAND_BACK: &str = r"
-for i = 1, #ARGV do redis.call('LREM', KEYS[2], -1, ARGV[i]) end
-for i = #ARGV, 1, -1 do redis.call('RPUSH', KEYS[1], ARGV[i]) end
-return #ARGV
+local back = {}
+for i = 1, #ARGV do
+  if redis.call('LREM', KEYS[2], -1, ARGV[i]) > 0 then back[#back + 1] = ARGV[i] end
+end
+for i = #back, 1, -1 do redis.call('RPUSH', KEYS[1], back[i]) end
+return #back
 ";
 
 /// [`RECOVER`] for another consumer's list, only while that consumer's liveness key is absent;

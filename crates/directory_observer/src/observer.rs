@@ -320,6 +320,14 @@ impl Observer {
                 }
                 .min(self.publisher.free(&root.queue));
                 let found = listing.files.len();
+                if scope == Scope::Whole {
+                    // Forget posted files that are gone: the skip set never outgrows the directory.
+                    if let Some(set) = self.partial.get_mut(&id) {
+                        let present: HashSet<(&std::path::Path, SystemTime)> =
+                            listing.files.iter().map(|f| (f.path.as_path(), f.mtime)).collect();
+                        set.retain(|(p, m)| present.contains(&(p.as_path(), *m)));
+                    }
+                }
                 let exclude = self.partial.get(&id);
                 let mut messages = Vec::new();
                 let mut posted = Vec::new();

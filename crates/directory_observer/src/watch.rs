@@ -6,8 +6,10 @@
 //! a large buffer (whole batches of kernel events per `read`), turns file events into encoded
 //! messages without any further syscall (IN_CLOSE_WRITE and IN_MOVED_TO without IN_ISDIR are
 //! files; nothing is stat'ed), and hands each batch to the async publisher with `try_send` on a
-//! bounded channel: when the publisher is behind, the batch is dropped, counted, logged, and its
-//! directories are flagged for a rescan. The thread never blocks on the publisher.
+//! bounded channel. When the publisher is behind, the reader keeps the batch and merges what it
+//! reads next into it (up to [`MAX_HELD`] messages), retrying every few milliseconds; only
+//! beyond that bound is the batch dropped — counted, logged, and its directories flagged for a
+//! rescan. The thread never blocks on the publisher, so the kernel queue keeps draining.
 //!
 //! Everything inotify can lose is recovered by a rescan: IN_Q_OVERFLOW flags every directory;
 //! a watched directory deleted or moved away (IN_DELETE_SELF, IN_MOVE_SELF, IN_IGNORED) is polled
@@ -40,6 +42,13 @@ pub const READ_BUFFER: usize = 256 * 1024;
 
 /// A batch is handed over once it holds this many messages (or the kernel queue is empty).
 pub const MAX_BATCH: usize = 4096;
+
+/// Most messages the reader holds while the publisher is behind, before it drops them and
+/// rescans instead (about 200 bytes each).
+pub const MAX_HELD: usize = 256 * 1024;
+
+/// How soon the reader retries a hand-off the publisher had no room for.
+pub const HELD_RETRY: Duration = Duration::from_millis(2);
 
 /// Batches the channel to the publisher holds. When full, the reader drops the batch it could
 /// not hand over (counted, logged, rescanned) rather than wait.
@@ -92,6 +101,15 @@ pub struct Group {
 }
 
 impl Batch {
+    /// Append `other`'s messages after this batch's, keeping their order.
+    fn absorb(&mut self, other: Batch) {
+        for g in other.groups {
+            for m in g.messages {
+                self.push(&g.root, m);
+            }
+        }
+    }
+
     fn push(&mut self, root: &Arc<Root>, message: Vec<u8>) {
         self.len += 1;
         // Events come in runs from one directory: look at the last group first.
@@ -138,6 +156,8 @@ pub struct Watcher {
     stats: Stats,
     out: mpsc::Sender<Batch>,
     batch: Batch,
+    /// A batch the publisher had no room for yet.
+    held: Batch,
     drops: DropLog,
     bad_names: DropLog,
 }
@@ -181,6 +201,7 @@ impl Watcher {
             stats,
             out,
             batch: Batch::default(),
+            held: Batch::default(),
             drops: DropLog::new("publisher behind: events dropped, their directories will be rescanned"),
             bad_names: DropLog::new("files with names that are not UTF-8 skipped (a message cannot carry them)"),
         })
@@ -501,19 +522,31 @@ impl Watcher {
         self.stats.missing.set(self.missing.len() as i64);
     }
 
-    /// Hand the current batch to the publisher; when its channel is full, drop the batch
-    /// (counted, logged) and flag its roots for a rescan. Returns false once the publisher
+    /// Hand the current batch (after any held one) to the publisher. When its channel is full
+    /// the messages are held for the next attempt; beyond [`MAX_HELD`] they are dropped
+    /// (counted, logged) and their roots flagged for a rescan. Returns false once the publisher
     /// is gone.
     pub fn flush(&mut self) -> bool {
-        if self.batch.len == 0 {
+        if self.batch.len > 0 {
+            let batch = std::mem::take(&mut self.batch);
+            self.stats.events.add(batch.len as u64);
+            if self.held.len == 0 {
+                self.held = batch;
+            } else {
+                self.held.absorb(batch);
+            }
+        }
+        if self.held.len == 0 {
             return true;
         }
-        let batch = std::mem::take(&mut self.batch);
-        self.stats.events.add(batch.len as u64);
-        match self.out.try_send(batch) {
+        match self.out.try_send(std::mem::take(&mut self.held)) {
             Ok(()) => {
                 self.drops.recovered_if_quiet();
                 self.bad_names.recovered_if_quiet();
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(batch)) if batch.len <= MAX_HELD => {
+                self.held = batch;
                 true
             }
             Err(mpsc::error::TrySendError::Full(batch)) => {
@@ -525,6 +558,16 @@ impl Watcher {
                 true
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// At shutdown: messages the publisher never had room for are counted as dropped; their
+    /// files are still in place, and the next start's scan posts them.
+    fn abandon_held(&mut self) {
+        if self.held.len > 0 {
+            self.stats.dropped.add(self.held.len as u64);
+            self.drops.record(self.held.len as u64);
+            self.held = Batch::default();
         }
     }
 
@@ -562,6 +605,7 @@ impl Watcher {
         loop {
             if stop.load(Ordering::Acquire) {
                 self.drain(&mut buf)?;
+                self.abandon_held();
                 self.drops.flush();
                 self.bad_names.flush();
                 return Ok(());
@@ -583,7 +627,9 @@ impl Watcher {
                 return Ok(());
             }
             self.check_missing();
-            let timeout = if self.missing.is_empty() {
+            let timeout = if self.held.len > 0 {
+                PollTimeout::from(HELD_RETRY.as_millis() as u16)
+            } else if self.missing.is_empty() {
                 PollTimeout::NONE
             } else {
                 PollTimeout::from(MISSING_POLL.as_millis() as u16)
@@ -814,17 +860,26 @@ mod tests {
     }
 
     #[test]
-    fn full_channel_drops_count_and_flag_a_rescan() {
+    fn a_full_channel_holds_messages_and_hands_them_over_later_in_order() {
         let tmp = tempfile::tempdir().expect("tmp");
         let mut r = rig(tmp.path(), false, 1);
         r.rescans.take();
         std::fs::write(tmp.path().join("a"), b"x").expect("write");
         r.watcher.drain(&mut r.buf).expect("drain");
         std::fs::write(tmp.path().join("b"), b"x").expect("write");
+        std::fs::write(tmp.path().join("c"), b"x").expect("write");
         r.watcher.drain(&mut r.buf).expect("drain");
-        assert_eq!(r.stats.dropped.get(), 1, "the second batch did not fit");
-        assert_eq!(r.rescans.take().1.get(&7), Some(&Scope::Whole));
-        assert!(r.rx.try_recv().is_ok());
+        assert_eq!(r.stats.dropped.get(), 0, "nothing dropped while under the hold bound");
+        assert_eq!(r.rx.try_recv().map(|b| b.len).ok(), Some(1));
+        assert!(r.watcher.flush());
+        let held = r.rx.try_recv().expect("held batch handed over");
+        let names: Vec<String> = held.groups[0]
+            .messages
+            .iter()
+            .map(|m| serde_json::from_slice::<serde_json::Value>(m).expect("json")["filename"].to_string())
+            .collect();
+        assert_eq!(names, ["\"b\"", "\"c\""]);
+        assert!(r.rescans.take().1.is_empty(), "no rescan needed");
     }
 
     #[test]

@@ -36,7 +36,7 @@ impl Step for Noop {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let args = Args::parse();
     if telemetry::init("noop_step", LogFormat::auto()).is_err() {

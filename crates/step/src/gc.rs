@@ -1,10 +1,13 @@
-//! The garbage collector: removes what steps left behind in `trash/` and `tmp/` once it is older
-//! than the configured ages (Metwork's cron job: trash after 24 h, tmp after 1 h).
+//! The garbage collector: removes kept files from `trash/` once they are older than the
+//! configured age (Metwork's cron job: 24 h), and clears `tmp/` of what no worker will finish.
 //!
 //! Age is the inode change time: a rename updates it, so a file claimed a minute ago is young
-//! however old its data. Step directories and `retry/` are never touched: files waiting there
-//! are work, not garbage. A transaction manifest (`<id>.routes`) and its staging directory are
-//! left for the worker that will finish them, and reported.
+//! however old its data. A claimed file is never deleted: one a live worker holds (its lock)
+//! is left alone whatever its age, and an abandoned one older than the tmp age is moved to
+//! `trash/<plugin>.<step>/` (its message was lost), where the trash age applies. Staging
+//! leftovers without a manifest are deleted. Step directories and `retry/` are never touched:
+//! files waiting there are work, not garbage. A transaction manifest (`<id>.routes`) and its
+//! staging directory are left for the worker that will finish them, and reported.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -32,20 +35,26 @@ impl Default for GcPolicy {
 pub struct GcReport {
     /// Entries removed from `trash/`.
     pub trash: u64,
-    /// Entries removed from `tmp/`.
+    /// Entries cleared from `tmp/` (abandoned claims moved to the trash, staging leftovers).
     pub tmp: u64,
 }
 
 /// One pass over `data_root` (the data directory).
 pub fn collect(data_root: &Path, policy: GcPolicy, now: SystemTime) -> GcReport {
     GcReport {
-        trash: sweep(&data_root.join("trash"), policy.trash_max_age, now, false),
-        tmp: sweep(&data_root.join("tmp"), policy.tmp_max_age, now, true),
+        trash: sweep(&data_root.join("trash"), policy.trash_max_age, now, None),
+        tmp: sweep(
+            &data_root.join("tmp"),
+            policy.tmp_max_age,
+            now,
+            Some(&data_root.join("trash")),
+        ),
     }
 }
 
-/// Remove entries of every `<root>/<step>/` directory older than `max_age`.
-fn sweep(root: &Path, max_age: Duration, now: SystemTime, keep_transactions: bool) -> u64 {
+/// Clear entries of every `<root>/<step>/` directory older than `max_age`. For `tmp/`,
+/// `trash` is given: abandoned claims move there instead of being deleted.
+fn sweep(root: &Path, max_age: Duration, now: SystemTime, trash: Option<&Path>) -> u64 {
     let Ok(steps) = std::fs::read_dir(root) else { return 0 };
     let mut removed = 0;
     for step in steps.flatten() {
@@ -55,7 +64,7 @@ fn sweep(root: &Path, max_age: Duration, now: SystemTime, keep_transactions: boo
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if keep_transactions {
+            if trash.is_some() {
                 let id = name.strip_suffix(".routes").or_else(|| name.strip_suffix(".out"));
                 if let Some(id) = id {
                     if step.path().join(format!("{id}.routes")).exists() {
@@ -70,12 +79,21 @@ fn sweep(root: &Path, max_age: Duration, now: SystemTime, keep_transactions: boo
             if age(&meta, now) < max_age {
                 continue;
             }
-            let result = if meta.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
+            let result = match trash {
+                _ if meta.is_dir() => std::fs::remove_dir_all(&path),
+                Some(_) if name.ends_with(".routes.t") => std::fs::remove_file(&path),
+                Some(_) if meta.is_file() && crate::claim::is_locked(&path) => continue,
+                Some(trash) => {
+                    let dest = trash.join(step.file_name());
+                    std::fs::create_dir_all(&dest).and_then(|()| std::fs::rename(&path, dest.join(&name)))
+                }
+                None => std::fs::remove_file(&path),
             };
             match result {
+                Ok(()) if trash.is_some() && !meta.is_dir() => {
+                    tracing::warn!(path = %path.display(), "abandoned claim moved to the trash");
+                    removed += 1;
+                }
                 Ok(()) => {
                     tracing::info!(path = %path.display(), "garbage collected");
                     removed += 1;
@@ -87,7 +105,8 @@ fn sweep(root: &Path, max_age: Duration, now: SystemTime, keep_transactions: boo
     removed
 }
 
-fn age(meta: &std::fs::Metadata, now: SystemTime) -> Duration {
+/// Time since the inode last changed (a rename counts).
+pub fn age(meta: &std::fs::Metadata, now: SystemTime) -> Duration {
     use std::os::unix::fs::MetadataExt;
     let changed = SystemTime::UNIX_EPOCH
         + Duration::new(
@@ -125,11 +144,21 @@ mod tests {
         let now = SystemTime::now();
         assert_eq!(collect(root, policy, now), GcReport::default());
         let later = now + Duration::from_secs(50);
+        std::fs::write(root.join("tmp/p.s/held"), b"x")?;
+        let _held = crate::claim::lock(&root.join("tmp/p.s/held")).map_err(std::io::Error::other)?;
         assert_eq!(collect(root, policy, later), GcReport { trash: 0, tmp: 1 });
         assert!(!root.join("tmp/p.s/x").exists());
+        assert!(
+            root.join("trash/p.s/x").exists(),
+            "an abandoned claim is kept, not deleted"
+        );
+        assert!(
+            root.join("tmp/p.s/held").exists(),
+            "a claim a worker holds is left alone"
+        );
         assert!(root.join("tmp/p.s/abc.routes").exists() && root.join("tmp/p.s/abc.out").exists());
         let much_later = now + Duration::from_secs(500);
-        assert_eq!(collect(root, policy, much_later), GcReport { trash: 2, tmp: 0 });
+        assert_eq!(collect(root, policy, much_later), GcReport { trash: 3, tmp: 0 });
         assert!(root.join("retry/p.s/r").exists() && root.join("step.p.s/w").exists());
         Ok(())
     }

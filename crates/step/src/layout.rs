@@ -53,15 +53,32 @@ impl DataDir {
         self.root.join("retry").join(format!("{plugin}.{step}"))
     }
 
-    /// Whether `dir` (from a message) lies inside the data directory or an extra root. Paths
-    /// are compared lexically; `..` components are refused outright.
-    pub fn confines(&self, dir: &Path) -> bool {
+    /// The directories a step's messages may point into.
+    pub fn sources(&self, plugin: &str, step: &str) -> Sources {
+        Sources {
+            exact: vec![self.step_dir(plugin, step), self.retry_dir(plugin, step)],
+            trees: self.extra_roots.clone(),
+        }
+    }
+}
+
+/// Where a step takes files from: its own step and retry directories, and its watched
+/// directories (with their subdirectories, for recursive watches). Nothing else under the data
+/// directory — not another step's directory, not tmp, not the trash.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    exact: Vec<PathBuf>,
+    trees: Vec<PathBuf>,
+}
+
+impl Sources {
+    /// Whether a message naming `dir` may be obeyed. Paths are compared lexically; relative
+    /// paths and `..` components are refused outright.
+    pub fn accepts(&self, dir: &Path) -> bool {
         if !dir.is_absolute() || dir.components().any(|c| matches!(c, Component::ParentDir)) {
             return false;
         }
-        std::iter::once(&self.root)
-            .chain(&self.extra_roots)
-            .any(|root| dir.starts_with(root))
+        self.exact.iter().any(|d| d == dir) || self.trees.iter().any(|t| dir.starts_with(t))
     }
 }
 
@@ -114,13 +131,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn confinement_is_lexical_and_refuses_parent_components() {
+    fn a_step_takes_files_from_its_own_directories_only() {
         let d = DataDir::new("/srv/in", vec!["/data/drop".into()]);
-        assert!(d.confines(Path::new("/srv/in/step.a.b")));
-        assert!(d.confines(Path::new("/data/drop/x")));
-        assert!(!d.confines(Path::new("/srv/in/../etc")));
-        assert!(!d.confines(Path::new("/srv/inx")));
-        assert!(!d.confines(Path::new("relative")));
+        let s = d.sources("a", "b");
+        assert!(s.accepts(Path::new("/srv/in/step.a.b")));
+        assert!(s.accepts(Path::new("/srv/in/retry/a.b")));
+        assert!(s.accepts(Path::new("/data/drop")));
+        assert!(s.accepts(Path::new("/data/drop/sub")));
+        assert!(!s.accepts(Path::new("/srv/in")));
+        assert!(!s.accepts(Path::new("/srv/in/step.other.main")));
+        assert!(!s.accepts(Path::new("/srv/in/tmp/a.b")));
+        assert!(!s.accepts(Path::new("/data/drop/../etc")));
+        assert!(!s.accepts(Path::new("relative")));
     }
 
     #[test]

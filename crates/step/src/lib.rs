@@ -5,6 +5,7 @@
 //!   policy, acknowledge; heartbeats, dead peers' messages re-queued, retries promoted.
 //! - [`file`]: the [`Step`] trait and the [`StepFile`] a step is handed, with the routing
 //!   helpers (move, copy, hard-link to another plugin step).
+//! - [`claim`]: the rename that claims a file and the lock that keeps it exclusive.
 //! - [`routing`]: applying routes atomically, so a crash never loses or duplicates a file.
 //! - [`policy`]: retries with backoff, `failure_policy` keep/delete/move, the `step_limit` guard.
 //! - [`tags`]: Metwork's per-file tags in Redis, following the file from step to step.
@@ -14,6 +15,7 @@
 //! - [`layout`]: where files live under the data directory.
 //! - [`cli`]: the `step` command line.
 
+pub mod claim;
 pub mod cli;
 pub mod command;
 pub mod file;

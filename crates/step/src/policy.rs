@@ -106,14 +106,16 @@ pub struct Policies {
 }
 
 impl Policies {
+    /// Keep `file` in the trash with `reason`, whatever the policies say (a file the step must
+    /// not run on: the loop guard, a FIFO or symlink).
+    pub fn keep_now(&self, file: &mut StepFile, reason: &str) -> Verdict {
+        file.set_tag("failure_reason", reason);
+        Verdict::Kept(self.keep(file))
+    }
+
     /// Decide what happens to `file`, which failed with `reason`, and stage the routes for it.
     pub fn on_failure(&self, file: &mut StepFile, queue: &str, reason: &str) -> Verdict {
         file.set_tag("failure_reason", reason);
-        if file.tags().step_counter() > self.step_limit {
-            let reason = format!("step_limit {} exceeded: {reason}", self.step_limit);
-            file.set_tag("failure_reason", reason);
-            return Verdict::Kept(self.keep(file));
-        }
         let latest_attempt = format!("latest.{}.{}.attempt", file.plugin, file.step);
         let done: u32 = file.tag(&latest_attempt).and_then(|v| v.parse().ok()).unwrap_or(0);
         if done < self.retry.total {
@@ -154,16 +156,22 @@ impl Policies {
     }
 }
 
-/// Route `file` into `dir` under its original base name (or `<name>.<claim id>` if taken), with
-/// its tags written beside it in `<name>.tags`. Returns the file's destination.
+/// Longest kept name: `<name>.<claim id>.tags` must still fit in 255 bytes.
+const MAX_KEPT_NAME: usize = 255 - 1 - 32 - ".tags".len();
+
+/// Route `file` into `dir` under its original base name (or `<name>.<claim id>` if that name or
+/// its `.tags` is taken, or the claim id alone for a name too long), with its tags written
+/// beside it in `<name>.tags`. Returns the file's destination.
 pub fn with_tags_file(file: &mut StepFile, dir: &Path) -> PathBuf {
     let mut name = sanitize(file.original_basename());
-    if name.is_empty() || dir.join(&name).exists() {
-        name = if name.is_empty() {
-            file.claim_id().to_string()
-        } else {
-            format!("{name}.{}", file.claim_id())
-        };
+    let taken = |n: &str| {
+        std::fs::symlink_metadata(dir.join(n)).is_ok()
+            || std::fs::symlink_metadata(dir.join(format!("{n}.tags"))).is_ok()
+    };
+    if name.is_empty() || name.len() > MAX_KEPT_NAME {
+        name = file.claim_id().to_string();
+    } else if taken(&name) {
+        name = format!("{name}.{}", file.claim_id());
     }
     let dest = dir.join(&name);
     file.move_to_dir(dir, &name);

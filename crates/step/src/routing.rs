@@ -91,7 +91,8 @@ impl Router {
         &self.tags
     }
 
-    fn manifest_path(&self, id: &str) -> PathBuf {
+    /// `<tmp>/<id>.routes`, the commit record of claim `id`.
+    pub fn manifest_path(&self, id: &str) -> PathBuf {
         self.tmp_dir.join(format!("{id}.routes"))
     }
 
@@ -222,6 +223,28 @@ impl Router {
         Ok(())
     }
 
+    /// Give up routing claim `id`: drop any staging and manifest, and park the claimed file (if
+    /// it is still there) in `trash_dir` as `<id>`, with `<id>.tags` holding `error`. Never
+    /// fails on a name: only the claim id is used.
+    pub fn abandon(&mut self, id: &str, src: &Path, trash_dir: &Path, error: &str) -> io::Result<()> {
+        let stage = self.stage_dir(id);
+        if stage.exists() {
+            std::fs::remove_dir_all(&stage)?;
+        }
+        if std::fs::symlink_metadata(src).is_ok() {
+            std::fs::create_dir_all(trash_dir)?;
+            let line = error.replace('\n', " ");
+            std::fs::write(
+                trash_dir.join(format!("{id}.tags")),
+                format!("failure_reason = routing failed: {line}\n"),
+            )?;
+            std::fs::rename(src, trash_dir.join(id))?;
+        }
+        remove_if_exists(&self.manifest_path(id))?;
+        self.stale_tags.push(src.to_path_buf());
+        Ok(())
+    }
+
     /// Delete the tag hashes of the files routed since the last call, in one round trip.
     pub async fn flush(&mut self) -> Result<(), redis::RedisError> {
         if self.stale_tags.is_empty() {
@@ -248,7 +271,8 @@ fn copy_across(src: &Path, dest: &Path) -> anyhow::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let part = dest.with_file_name(format!(".{name}.ironwork-part"));
+    // `.t`: ignored by the observer, so nobody claims the copy before it is complete.
+    let part = dest.with_file_name(format!(".{name}.ironwork-part.t"));
     std::fs::copy(src, &part).map_err(|e| io_context(e, "copy", src, &part))?;
     std::fs::rename(&part, dest).map_err(|e| io_context(e, "move", &part, dest))?;
     remove_if_exists(src)?;

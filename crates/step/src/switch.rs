@@ -1,10 +1,13 @@
 //! The built-in switch step: copies (or hard-links) each file to every plugin step whose rule
 //! matches its tags. The rules file is re-read when it changes, between files, so no file is
 //! lost or handled half by old and half by new rules; a broken edit is refused (every error
-//! logged) and the previous rules stay in force.
+//! logged) and the previous rules stay in force. A change is applied once the file has stayed
+//! the same for a second, so a file caught half-written is never taken for the new rules. A
+//! missing rules file is refused at start: with no rules every file would take the no-match
+//! policy.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::file::{Basename, Failure, Step, StepFile};
 use crate::policy::with_tags_file;
@@ -48,32 +51,32 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
+/// How long a changed rules file must stay unchanged before it is read.
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// The switch.
 #[derive(Debug)]
 pub struct SwitchStep {
     rules_path: PathBuf,
     rules: RuleSet,
     stamp: Option<Stamp>,
+    /// A change seen but not applied yet, and since when it has been stable.
+    changing: Option<(Option<Stamp>, Instant)>,
     no_match: NoMatchPolicy,
     keep_original_basename: bool,
 }
 
 impl SwitchStep {
-    /// A switch on the rules in `rules_path`. A missing file means no rules (logged); a file
-    /// with errors is refused.
+    /// A switch on the rules in `rules_path`. A missing file or a file with errors is refused.
     pub fn new(rules_path: PathBuf, no_match: NoMatchPolicy) -> Result<Self, ironwork_core::config::ConfigErrors> {
         let stamp = stamp(&rules_path);
-        let rules = if stamp.is_some() {
-            RuleSet::load(&rules_path)?
-        } else {
-            tracing::warn!(path = %rules_path.display(), "no switch rules file yet: every file takes the no-match policy");
-            RuleSet::default()
-        };
+        let rules = RuleSet::load(&rules_path)?;
         tracing::info!(path = %rules_path.display(), rules = rules.len(), "switch rules loaded");
         Ok(Self {
             rules_path,
             rules,
             stamp,
+            changing: None,
             no_match,
             keep_original_basename: false,
         })
@@ -86,11 +89,21 @@ impl SwitchStep {
         self
     }
 
-    /// Re-read the rules if the file changed. Returns whether new rules are in force.
+    /// Re-read the rules if the file changed and has settled. Returns whether new rules are
+    /// in force.
     pub fn reload_if_changed(&mut self) -> bool {
         let now = stamp(&self.rules_path);
         if now == self.stamp {
+            self.changing = None;
             return false;
+        }
+        match &self.changing {
+            Some((seen, since)) if *seen == now && since.elapsed() >= SETTLE => self.changing = None,
+            Some((seen, _)) if *seen == now => return false,
+            _ => {
+                self.changing = Some((now, Instant::now()));
+                return false;
+            }
         }
         self.stamp = now.clone();
         if now.is_none() {

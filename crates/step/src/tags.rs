@@ -75,7 +75,8 @@ pub struct Entering<'a> {
     pub step: &'a str,
     /// The file's first uid, should it have none yet.
     pub uid: &'a str,
-    /// True when a previous run of this worker had already claimed the file: tags are only read.
+    /// True when a previous run of this worker had already claimed the file: tags are only read
+    /// (and moved, if the crash came between the claim and the move).
     pub resume: bool,
 }
 
@@ -83,8 +84,10 @@ pub struct Entering<'a> {
 /// tags, counts the file for the step and returns every tag, in one round trip.
 const ENTER: &str = r"
 local k = KEYS[2]
+if KEYS[1] ~= k and redis.call('EXISTS', KEYS[1]) == 1 and (ARGV[2] == '0' or redis.call('EXISTS', k) == 0) then
+  redis.call('RENAME', KEYS[1], k)
+end
 if ARGV[2] == '0' then
-  if KEYS[1] ~= k and redis.call('EXISTS', KEYS[1]) == 1 then redis.call('RENAME', KEYS[1], k) end
   local c = redis.call('HGET', k, 'latest.core.step_counter')
   local n = 0
   if c then n = (tonumber(c) or -1) + 1 end

@@ -17,8 +17,9 @@ use ironwork_core::{CancellationToken, Delivery, Queue, Redis, ReliableConsumer}
 use md5::{Digest, Md5};
 use redis::Script;
 
+use crate::claim;
 use crate::file::{Step, StepFile};
-use crate::layout::DataDir;
+use crate::layout::{DataDir, Sources};
 use crate::policy::{Policies, Verdict};
 use crate::routing::Router;
 use crate::tags::{hex, Entering, TagStore};
@@ -115,6 +116,7 @@ pub async fn run<S: Step>(
         plugin: cfg.plugin.as_str().into(),
         step_name: cfg.step.as_str().into(),
         data: Arc::new(cfg.data.clone()),
+        sources: cfg.data.sources(&cfg.plugin, &cfg.step),
         metrics,
         cfg: &cfg,
     };
@@ -165,6 +167,7 @@ struct Worker<'a> {
     plugin: Arc<str>,
     step_name: Arc<str>,
     data: Arc<DataDir>,
+    sources: Sources,
     metrics: StepMetrics,
     cfg: &'a WorkerConfig,
 }
@@ -210,7 +213,7 @@ impl Worker<'_> {
                 last_sweep = tokio::time::Instant::now();
                 tokio::select! {
                     _ = token.cancelled() => return Ok(()),
-                    r = consumer.recover_orphans() => { r?; }
+                    r = self.sweep(consumer, redis) => r?,
                 }
             }
             let batch = tokio::select! {
@@ -257,11 +260,10 @@ impl Worker<'_> {
             }
         };
         let dir = Path::new(&event.directory);
-        if !self.data.confines(dir) || !crate::layout::valid_file_name(&event.filename) {
+        if !self.sources.accepts(dir) || !crate::layout::valid_file_name(&event.filename) {
             let reason = format!(
-                "{} is outside the data directory {} or not a plain file name",
-                dir.join(&event.filename).display(),
-                self.data.root().display()
+                "{} is not a file of this step's directories",
+                dir.join(&event.filename).display()
             );
             return self.dead_letter(consumer, delivery, &reason).await;
         }
@@ -269,25 +271,39 @@ impl Worker<'_> {
         let id = hex(&Md5::digest(&delivery.payload));
         let tmp = self.tmp_dir.join(&id);
         if self.router.is_committed(&id) {
-            self.router.resume(&id, &tmp).await?;
+            // Another live worker may hold the same message (a duplicate push): one finishes.
+            let Some(_lock) = claim::lock(&self.router.manifest_path(&id))? else {
+                return Ok(self.duplicate(&src, "routes being finished by another worker"));
+            };
+            if let Err(e) = self.router.resume(&id, &tmp).await {
+                return self.quarantine(consumer, delivery, &id, &tmp, &format!("{e:#}")).await;
+            }
             self.metrics.processed.inc();
             return Ok(Handled::Done);
         }
-        let resume = tmp.exists();
+        let resume = std::fs::symlink_metadata(&tmp).is_ok();
         if !resume {
-            match std::fs::rename(&src, &tmp) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    tracing::debug!(file = %src.display(), "file already gone: duplicate message");
-                    self.metrics.duplicates.inc();
-                    return Ok(Handled::Done);
-                }
+            match claim::claim(&src, &tmp) {
+                Ok(true) => {}
+                Ok(false) => return Ok(self.duplicate(&src, "file already gone")),
                 Err(e) => {
-                    let reason = format!("cannot claim {} into {}: {e}", src.display(), tmp.display());
+                    let reason = format!("cannot claim {}: {e}", src.display());
                     return self.dead_letter(consumer, delivery, &reason).await;
                 }
             }
-        } else {
+        }
+        let regular = match claim::lock(&tmp) {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => return Ok(self.duplicate(&src, "file being processed by another worker")),
+            Err(claim::LockError::Gone) => return Ok(self.duplicate(&src, "file already gone")),
+            Err(claim::LockError::NotRegular) => None,
+            Err(claim::LockError::Io(e)) => {
+                return self
+                    .quarantine(consumer, delivery, &id, &tmp, &format!("cannot open: {e}"))
+                    .await
+            }
+        };
+        if resume {
             tracing::info!(file = %src.display(), claim = %id, "resuming a file claimed by a previous run");
         }
         let tags = self
@@ -312,44 +328,114 @@ impl Worker<'_> {
             routes: Vec::new(),
             data: self.data.clone(),
         };
-        let outcome = step.process(&mut file).await;
+        let limit = self.cfg.policies.step_limit;
+        // Some files are kept without running the step: no retry can help them.
+        let outcome = if regular.is_none() {
+            Err((true, "not a regular file".to_string()))
+        } else if file.tags().step_counter() > limit {
+            Err((true, format!("step_limit {limit} exceeded (a routing loop?)")))
+        } else {
+            step.process(&mut file).await.map_err(|f| (false, f.reason))
+        };
         let mut delayed = None;
         match outcome {
             Ok(()) => {
                 tracing::debug!(file = %file.claimed_from.display(), claim = %id, routes = file.routes.len(), "processed");
                 self.metrics.processed.inc();
             }
-            Err(failure) => {
+            Err((forced, reason)) => {
                 self.metrics.failed.inc();
                 file.routes.clear();
-                let verdict = self
-                    .cfg
-                    .policies
-                    .on_failure(&mut file, &self.cfg.queue, &failure.reason);
+                let verdict = if forced {
+                    self.cfg.policies.keep_now(&mut file, &reason)
+                } else {
+                    self.cfg.policies.on_failure(&mut file, &self.cfg.queue, &reason)
+                };
                 let original = file.original_basename().to_string();
                 match verdict {
                     Verdict::Retry { attempt, delayed: d } => {
                         self.metrics.retried.inc();
-                        tracing::warn!(file = %original, claim = %id, attempt, reason = %failure, "step failed, retry scheduled");
+                        tracing::warn!(file = %original, claim = %id, attempt, %reason, "step failed, retry scheduled");
                         delayed = Some(d);
                     }
                     Verdict::Kept(dest) => {
-                        tracing::warn!(file = %original, claim = %id, kept = %dest.display(), reason = %failure, "step failed, file kept in trash")
+                        tracing::warn!(file = %original, claim = %id, kept = %dest.display(), %reason, "step failed, file kept in trash")
                     }
                     Verdict::Deleted => {
-                        tracing::warn!(file = %original, claim = %id, reason = %failure, "step failed, file deleted (failure_policy delete)")
+                        tracing::warn!(file = %original, claim = %id, %reason, "step failed, file deleted (failure_policy delete)")
                     }
                     Verdict::Moved(dest) => {
-                        tracing::warn!(file = %original, claim = %id, moved = %dest.display(), reason = %failure, "step failed, file moved (failure_policy move)")
+                        tracing::warn!(file = %original, claim = %id, moved = %dest.display(), %reason, "step failed, file moved (failure_policy move)")
                     }
                 }
             }
         }
-        self.router
-            .commit(&id, &tmp, &file.pending, std::mem::take(&mut file.routes), delayed)
-            .await
-            .with_context(|| format!("cannot route {}", tmp.display()))?;
+        let routes = std::mem::take(&mut file.routes);
+        if let Err(e) = self.router.commit(&id, &tmp, &file.pending, routes, delayed).await {
+            return self.quarantine(consumer, delivery, &id, &tmp, &format!("{e:#}")).await;
+        }
+        drop(regular);
         Ok(Handled::Done)
+    }
+
+    /// Between batches, nothing is held: whatever sits in our processing list was moved there
+    /// by a pop whose reply was lost, so it goes back to the queue. Dead peers' lists are
+    /// re-queued too, and files stranded in the retry directory (their delayed message lost
+    /// with a Redis crash) are queued again.
+    async fn sweep(&self, consumer: &ReliableConsumer, redis: &Redis) -> anyhow::Result<()> {
+        consumer.recover().await?;
+        consumer.recover_orphans().await?;
+        let dir = self.data.retry_dir(&self.plugin, &self.step_name);
+        let overdue = self.cfg.policies.retry.max_wait + ORPHAN_SWEEP * 2;
+        let mut messages = Vec::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_file() && crate::gc::age(&meta, std::time::SystemTime::now()) > overdue {
+                let event = StepEvent {
+                    directory: dir.to_string_lossy().into_owned(),
+                    filename: entry.file_name().to_string_lossy().into_owned(),
+                    event: ironwork_core::messages::FileEvent::Exists,
+                    event_timestamp: epoch_seconds(),
+                };
+                messages.push(event.to_metwork_json());
+            }
+        }
+        if !messages.is_empty() {
+            tracing::warn!(files = messages.len(), dir = %dir.display(), "re-queued retries whose delayed message was lost");
+            Queue::new(redis, &self.cfg.queue).push_batch(&messages).await?;
+        }
+        Ok(())
+    }
+
+    fn duplicate(&self, src: &Path, why: &'static str) -> Handled {
+        tracing::debug!(file = %src.display(), why, "duplicate message");
+        self.metrics.duplicates.inc();
+        Handled::Done
+    }
+
+    /// A file whose routing failed (a name too long for the target filesystem, a full disk…):
+    /// park it in `trash/<plugin>.<step>/<claim id>` with the reason, so that one bad file never
+    /// stops the step. If even that fails, the message is dead-lettered with both errors.
+    async fn quarantine(
+        &mut self,
+        consumer: &ReliableConsumer,
+        delivery: &Delivery,
+        id: &str,
+        tmp: &Path,
+        error: &str,
+    ) -> anyhow::Result<Handled> {
+        tracing::error!(claim = %id, error, "cannot route a file, moving it to the trash");
+        let trash = self.data.trash_dir(&self.plugin, &self.step_name);
+        match self.router.abandon(id, tmp, &trash, error) {
+            Ok(()) => {
+                self.metrics.failed.inc();
+                Ok(Handled::Done)
+            }
+            Err(e) => {
+                let reason = format!("cannot route {}: {error}; cannot trash it either: {e}", tmp.display());
+                self.dead_letter(consumer, delivery, &reason).await
+            }
+        }
     }
 
     async fn dead_letter(

@@ -285,7 +285,7 @@ fn duplicates_and_bad_messages_are_harmless() {
     assert_eq!(std::fs::read_to_string(&out).unwrap_or_default(), "1");
     let dead = h.redis.cli(&["LRANGE", "step.p.main.dead", "0", "-1"]);
     assert!(dead.contains("invalid StepEvent"), "{dead}");
-    assert!(dead.contains("outside the data directory"), "{dead}");
+    assert!(dead.contains("is not a file of this step's directories"), "{dead}");
 }
 
 #[test]
@@ -426,12 +426,12 @@ fn the_switch_routes_by_rules_carries_tags_and_reloads_its_rules() {
     // New rules take effect for the next files; a broken edit is refused and the last good
     // rules stay in force.
     std::fs::write(&rules, "[switch_rules:alwaystrue]\n* = all/main\n").expect("rules");
-    std::thread::sleep(Duration::from_millis(1200));
+    std::thread::sleep(Duration::from_millis(3000));
     h.drop_file("switch", "main", "d.csv", "d");
     let all = h.data.join("step.all.main");
     assert!(wait_for(DEADLINE, || h.files(&all).len() == 1));
     std::fs::write(&rules, "[switch_rules:bogus]\n* = all/main\n").expect("rules");
-    std::thread::sleep(Duration::from_millis(1200));
+    std::thread::sleep(Duration::from_millis(3000));
     h.drop_file("switch", "main", "e.csv", "e");
     assert!(wait_for(DEADLINE, || h.files(&all).len() == 2));
     assert_eq!(h.files(&csv).len(), 1);
@@ -454,4 +454,115 @@ fn gc_once_removes_old_leftovers_only() {
 
 fn md5_hex(bytes: &[u8]) -> String {
     ironwork_step::tags::hex(&<md5::Md5 as md5::Digest>::digest(bytes))
+}
+
+#[test]
+fn a_duplicate_of_a_message_in_progress_does_not_run_the_command_twice() {
+    let mut h = Harness::new();
+    let out = h.work.join("out");
+    let msg = h.drop_file("p", "main", "dup", "1");
+    h.redis.cli(&["LPUSH", "step.p.main", &msg]);
+    let cmd = sh(&format!(r#"echo "run $$" >> {}; sleep 1"#, out.display()));
+    h.spawn(&run_args("p", &["--consumer", "a", "--batch", "1"], &cmd));
+    h.spawn(&run_args("p", &["--consumer", "b", "--batch", "1"], &cmd));
+    assert!(wait_for(DEADLINE, || h.llen("step.p.main") == 0
+        && h.files(&h.data.join("tmp/p.main")).is_empty()));
+    std::thread::sleep(Duration::from_millis(1500));
+    let runs = std::fs::read_to_string(&out).unwrap_or_default();
+    assert_eq!(runs.lines().count(), 1, "the command ran more than once:\n{runs}");
+}
+
+#[test]
+fn fifos_symlinks_and_directories_are_never_opened_and_never_stop_the_switch() {
+    let mut h = Harness::new();
+    let rules = h.work.join("switch_rules.ini");
+    std::fs::write(&rules, "[switch_rules:alwaystrue]\n* = a/main, b/main\n").expect("rules");
+    let dir = h.step_dir("switch", "main");
+    nix::unistd::mkfifo(&dir.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    std::os::unix::fs::symlink(&h.work, dir.join("dirlink")).expect("symlink");
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("secret")).expect("symlink");
+    std::fs::create_dir(dir.join("subdir")).expect("mkdir");
+    for name in ["fifo", "dirlink", "secret", "subdir"] {
+        let msg = format!(
+            r#"{{"directory": "{}", "filename": "{name}", "event": "created", "event_timestamp": 1.0}}"#,
+            dir.display()
+        );
+        h.redis.cli(&["LPUSH", "step.switch.main", &msg]);
+    }
+    let rules_s = rules.display().to_string();
+    let pid = h.spawn(&["switch", "--rules", &rules_s]);
+    h.drop_file("switch", "main", "real", "data");
+    let a = h.data.join("step.a.main");
+    assert!(wait_for(DEADLINE, || h.files(&a).len() == 1), "the switch stopped");
+    let trash = h.data.join("trash/switch.main");
+    assert!(
+        wait_for(DEADLINE, || h.files(&trash).len() == 6),
+        "{:?}",
+        h.files(&trash)
+    );
+    let tags = std::fs::read_to_string(trash.join("secret.tags")).unwrap_or_default();
+    assert!(tags.contains("failure_reason = not a regular file"), "{tags}");
+    assert!(std::fs::symlink_metadata(trash.join("secret")).is_ok_and(|m| m.file_type().is_symlink()));
+    assert!(dir.join("subdir").is_dir(), "a directory is never claimed");
+    assert!(h
+        .redis
+        .cli(&["LRANGE", "step.switch.main.dead", "0", "-1"])
+        .contains("it is a directory"));
+    assert!(h.stop(pid).success());
+}
+
+#[test]
+fn a_file_that_cannot_be_routed_is_trashed_and_the_worker_goes_on() {
+    let mut h = Harness::new();
+    // `<name>.tags` would not fit in 255 bytes: the file is kept under its claim id.
+    let long = "n".repeat(252);
+    h.drop_file("p", "main", &long, "x");
+    h.drop_file("p", "main", "x.tags", "PRECIOUS");
+    let cmd = sh("exit 1");
+    let pid = h.spawn(&run_args("p", &[], &cmd));
+    let trash = h.data.join("trash/p.main");
+    assert!(
+        wait_for(DEADLINE, || h.files(&trash).len() == 4),
+        "{:?}",
+        h.files(&trash)
+    );
+    h.drop_file("p", "main", "x", "later");
+    assert!(
+        wait_for(DEADLINE, || h.files(&trash).len() == 6),
+        "{:?}",
+        h.files(&trash)
+    );
+    assert_eq!(
+        std::fs::read_to_string(trash.join("x.tags")).unwrap_or_default(),
+        "PRECIOUS"
+    );
+    assert!(h.files(&trash).iter().all(|n| n.len() <= 255));
+    assert!(h.stop(pid).success());
+}
+
+#[test]
+fn the_loop_guard_stops_a_file_that_circulates_between_succeeding_steps() {
+    let mut h = Harness::new();
+    let rules = h.work.join("switch_rules.ini");
+    std::fs::write(&rules, "[switch_rules:alwaystrue]\n* = switch/main\n").expect("rules");
+    let rules_s = rules.display().to_string();
+    // The switch sends every file back to itself; nothing queues the new copies, so this test
+    // plays the observer: each copy is queued as it appears.
+    h.spawn(&["switch", "--rules", &rules_s, "--step-limit", "5"]);
+    h.drop_file("switch", "main", "loop", "x");
+    let dir = h.step_dir("switch", "main");
+    let trash = h.data.join("trash/switch.main");
+    assert!(wait_for(DEADLINE, || {
+        for name in h.files(&dir) {
+            let msg = format!(
+                r#"{{"directory": "{}", "filename": "{name}", "event": "created", "event_timestamp": 2.0}}"#,
+                dir.display()
+            );
+            h.redis.cli(&["LPUSH", "step.switch.main", &msg]);
+        }
+        h.files(&trash).len() == 2
+    }));
+    let tags = std::fs::read_to_string(trash.join("loop.tags")).unwrap_or_default();
+    assert!(tags.contains("step_limit 5 exceeded"), "{tags}");
+    assert!(tags.contains("latest.core.step_counter = 6"), "{tags}");
 }

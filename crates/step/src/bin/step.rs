@@ -6,7 +6,9 @@ use clap::Parser;
 use ironwork_core::telemetry::{self, LogFormat};
 use ironwork_step::cli::Cli;
 
-#[tokio::main(flavor = "current_thread")]
+// Two threads: file copies and other blocking work on one never stall the heartbeat, the
+// command's output pumps or signal handling on the other.
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = match cli.log_format.parse::<LogFormat>() {
