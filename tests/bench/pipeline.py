@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -356,6 +357,23 @@ def ensure_ironwork(build: bool, need_steps: bool) -> dict[str, str]:
                                 "--untracked-files=no"], capture_output=True, text=True).stdout
         versions["ironwork"] = rev + ("-dirty" if dirty.strip() else "")
     return versions
+
+
+def snapshot_binaries(workdir: str | None, need_steps: bool) -> tuple[Path, dict[str, str]]:
+    """Copy the ironwork binaries to a private directory and run those: the target directory
+    may be shared, and a rebuild during the run would otherwise swap them. Returns the directory
+    and each copy's sha256 (first 16 hex digits)."""
+    global OBSERVER_BIN, STEP_BIN, NOOP_BIN
+    bindir = Path(tempfile.mkdtemp(prefix="bench-pipeline-bin-", dir=workdir))
+    digests = {}
+    for name in ["OBSERVER_BIN"] + (["STEP_BIN", "NOOP_BIN"] if need_steps else []):
+        source = globals()[name]
+        copy = bindir / source.name
+        shutil.copy2(source, copy)
+        with open(copy, "rb") as f:
+            digests[source.name] = hashlib.file_digest(f, "sha256").hexdigest()[:16]
+        globals()[name] = copy
+    return bindir, digests
 
 
 def command_version(argv: list[str]) -> str:
@@ -1273,6 +1291,9 @@ def main(argv: list[str]) -> int:
         versions: dict[str, str] = {}
         if "ironwork" in args.tools:
             versions.update(ensure_ironwork(build=not args.no_build, need_steps=run_e2e))
+        bindir, digests = None, {}
+        if "ironwork" in args.tools:
+            bindir, digests = snapshot_binaries(args.workdir, need_steps=run_e2e)
         versions.update(peer_versions(args.tools))
         if "python" in args.tools and observer_measurements:
             versions.update(ensure_venv())
@@ -1288,6 +1309,7 @@ def main(argv: list[str]) -> int:
         "command": exact_command_line(),
         "python": platform.python_version(),
         "versions": versions,
+        "ironwork_sha256": digests,
         "max_queued_events": max_queued,
         "load_average_at_start": os.getloadavg(),
         "workdir": args.workdir or tempfile.gettempdir(),
@@ -1314,6 +1336,8 @@ def main(argv: list[str]) -> int:
             e2e[label] = measure_e2e(args.e2e_files, switch_workers, noop_workers, args)
             log(f"e2e {label}: {summary(e2e[label])}")
 
+    if bindir is not None:
+        shutil.rmtree(bindir, ignore_errors=True)
     report = markdown_report(meta, results, e2e, args)
     print(report)
     JSON_OUT.parent.mkdir(parents=True, exist_ok=True)
