@@ -1172,7 +1172,8 @@ def markdown_report(meta: dict, results: dict, e2e: dict, args: argparse.Namespa
         f"Date: {meta['date']}. Kernel: {meta['kernel']}. CPU: {meta['cpu']} ({meta['cpus']} CPUs). "
         f"fs.inotify.max_queued_events = {meta['max_queued_events']}. "
         f"Watched directories under {meta['workdir']} ({meta['workdir_fs']}).",
-        f"Command: `{meta['command']}`",
+        f"Command: `{meta['command']}`"
+        + "".join(f" ({k}={v})" for k, v in meta["environment"].items()),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         "",
     ]
@@ -1307,6 +1308,8 @@ def main(argv: list[str]) -> int:
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "command": exact_command_line(),
+        "environment": {k: os.environ[k] for k in ("CARGO_TARGET_DIR", "CARGO_BUILD_JOBS")
+                        if os.environ.get(k)},
         "python": platform.python_version(),
         "versions": versions,
         "ironwork_sha256": digests,
