@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
@@ -434,6 +435,7 @@ class Running:
     procs: list[subprocess.Popen]
     argvs: list[list[str]]
     logs: list = field(default_factory=list)
+    metrics_urls: list[str] = field(default_factory=list)  # ironwork's /metrics endpoints
 
     @property
     def pids(self) -> list[int]:
@@ -478,9 +480,10 @@ def start_tool(tool: str, workdir: Path, sock: Path, directory: Path, queue: str
     if tool == "ironwork":
         ini = workdir / "directory_observer.ini"
         ini.write_text(observer_ini(sock, [("step_bench_main_1", directory, queue)]))
-        argv = [str(OBSERVER_BIN), "--config", str(ini)]
+        listen = f"127.0.0.1:{free_tcp_port()}"
+        argv = [str(OBSERVER_BIN), "--config", str(ini), "--listen", listen]
         proc, logf = spawn(argv, workdir / "directory_observer.log")
-        return Running(tool, [proc], [argv], [logf])
+        return Running(tool, [proc], [argv], [logf], [f"http://{listen}/metrics"])
     if tool == "inotifywait":
         iw_argv = ["inotifywait", "-m", "-q", "-e", "close_write,moved_to", "--exclude", r"\.t$",
                    "--timefmt", "%s", "--format", inotifywait_format(directory, queue),
@@ -496,6 +499,50 @@ def start_tool(tool: str, workdir: Path, sock: Path, directory: Path, queue: str
         proc, logf = spawn(argv, workdir / "py_observer.log")
         return Running(tool, [proc], [argv], [logf])
     raise BenchError(f"unknown tool {tool}")
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ironwork counters read from /metrics around each measurement (a difference is reported).
+OBSERVER_COUNTERS = ("directory_observer_events_total", "directory_observer_pushed_total",
+                     "directory_observer_dropped_total", "directory_observer_rescans_total",
+                     "directory_observer_scan_posted_total",
+                     "directory_observer_kernel_overflows_total")
+STEP_COUNTERS = ("ironwork_step_processed_total", "ironwork_step_duplicates_total",
+                 "ironwork_step_failed_total", "ironwork_step_dead_letters_total")
+
+
+def scrape(urls: list[str], names: tuple[str, ...]) -> dict[str, float]:
+    """Sum of each named metric (over label sets and endpoints) from Prometheus text pages."""
+    totals = dict.fromkeys(names, 0.0)
+    for url in urls:
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as page:
+                    text = page.read().decode(errors="replace")
+                break
+            except OSError as e:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"cannot read {url}: {e}") from e
+                time.sleep(0.05)
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in totals:
+                with contextlib.suppress(ValueError, IndexError):
+                    totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def counter_delta(before: dict[str, float], after: dict[str, float], prefix: str) -> dict:
+    return {k.removeprefix(prefix).removesuffix("_total"): int(after[k] - before[k])
+            for k in before}
 
 
 def write_file(dir_fd: int, name: str) -> None:
@@ -841,7 +888,12 @@ def bench_tool(tool: str, args: argparse.Namespace) -> dict:
             log(f"{tool}: {name}")
             try:
                 with tool_session(tool, base, redis, name) as session:
+                    urls = session.running.metrics_urls
+                    before = scrape(urls, OBSERVER_COUNTERS) if urls else None
                     result[name] = measure(session)
+                    if before is not None:
+                        result[name]["observer"] = counter_delta(
+                            before, scrape(urls, OBSERVER_COUNTERS), "directory_observer_")
                     result[name]["probe_ms"] = round(session.probe_ms, 2)
                     result.setdefault("commands", [shlex.join(a) for a in session.running.argvs])
                 log(f"{tool}: {name}: {summary(result[name])}")
@@ -916,21 +968,26 @@ def measure_e2e(n: int, switch_workers: int, noop_workers: int, args: argparse.N
     ini = base / "directory_observer.ini"
     ini.write_text(observer_ini(redis.sock, [("step_switch_main_1", switch_dir, "step.switch.main"),
                                              ("step_bench_sink_1", sink_dir, "step.bench.sink")]))
-    specs = [("directory_observer", [str(OBSERVER_BIN), "--config", str(ini)])]
+    listens = [f"127.0.0.1:{free_tcp_port()}" for _ in range(1 + switch_workers + noop_workers)]
+    specs = [("directory_observer", [str(OBSERVER_BIN), "--config", str(ini),
+                                     "--listen", listens[0]])]
     for i in range(1, switch_workers + 1):
         specs.append((f"switch-{i}", [str(STEP_BIN), "switch", "--rules", str(rules),
                                       "--redis", sock_url, "--data-dir", str(data),
-                                      "--consumer", f"bench-switch-{i}"]))
+                                      "--consumer", f"bench-switch-{i}",
+                                      "--listen", listens[i]]))
     for i in range(1, noop_workers + 1):
         specs.append((f"sink-{i}", [str(NOOP_BIN), "--plugin", "bench", "--step", "sink",
                                     "--redis", sock_url, "--data-dir", str(data),
-                                    "--consumer", f"bench-sink-{i}"]))
+                                    "--consumer", f"bench-sink-{i}",
+                                    "--listen", listens[switch_workers + i]]))
     procs, logs = [], []
     for name, argv in specs:
         proc, logf = spawn(argv, base / f"{name}.log")
         procs.append(proc)
         logs.append(logf)
-    running = Running("e2e", procs, [a for _, a in specs], logs)
+    urls = [f"http://{addr}/metrics" for addr in listens]
+    running = Running("e2e", procs, [a for _, a in specs], logs, urls)
     result: dict = {"workers": label, "files": n, "commands": [shlex.join(a) for _, a in specs]}
     client = redis.client
     ok = False
@@ -964,6 +1021,8 @@ def measure_e2e(n: int, switch_workers: int, noop_workers: int, args: argparse.N
                 raise BenchError("probe files did not all leave the pipeline")
             time.sleep(0.01)
         baseline = int(client.call("GET", "counter.bench.sink") or 0)
+        obs_before = scrape(urls[:1], OBSERVER_COUNTERS)
+        steps_before = scrape(urls[1:], STEP_COUNTERS)
         names = file_names("e", n)
         window, redis_window = CpuWindow(running.pids), CpuWindow([redis.pid])
         t0 = time.perf_counter()
@@ -987,6 +1046,10 @@ def measure_e2e(n: int, switch_workers: int, noop_workers: int, args: argparse.N
         redis_window.stop()
         time.sleep(0.5)  # anything still moving would show in the final counts
         final = int(client.call("GET", "counter.bench.sink") or 0) - baseline
+        result["observer"] = counter_delta(obs_before, scrape(urls[:1], OBSERVER_COUNTERS),
+                                           "directory_observer_")
+        result["steps"] = counter_delta(steps_before, scrape(urls[1:], STEP_COUNTERS),
+                                        "ironwork_step_")
         trash = dir_files(data / "trash")
         left = [f for sub in ("step.switch.main", "step.bench.sink", "tmp")
                 for f in dir_files(data / sub)]
@@ -1094,6 +1157,7 @@ def observer_rows(args: argparse.Namespace) -> list[tuple[str, Callable]]:
             ("drain: CPU per event, schedstat (µs)", get("drain", "cpu_us_per_event_schedstat")),
             ("drain: redis-server CPU per event (µs)", get("drain", "redis_cpu_us_per_event")),
             ("drain: files received / duplicates", lambda r: pair(r, "drain")),
+            ("drain: ironwork rescans / events dropped", lambda r: rescans(r, "drain")),
         ]
     if "burst" in args.measurements:
         rows += [
@@ -1101,6 +1165,7 @@ def observer_rows(args: argparse.Namespace) -> list[tuple[str, Callable]]:
             ("burst: harness create rate (files/s)", get("burst", "create_per_s")),
             ("burst: CPU per event, schedstat (µs)", get("burst", "cpu_us_per_event_schedstat")),
             ("burst: files received / duplicates", lambda r: pair(r, "burst")),
+            ("burst: ironwork rescans / events dropped", lambda r: rescans(r, "burst")),
         ]
     if "latency" in args.measurements:
         m = f"{args.latency_rate:g} files/s for {args.latency_seconds:g} s"
@@ -1114,6 +1179,8 @@ def observer_rows(args: argparse.Namespace) -> list[tuple[str, Callable]]:
             (f"{big} files: distinct names received", get("big", "received")),
             (f"{big} files: lost", get("big", "lost")),
             (f"{big} files: duplicate messages", get("big", "duplicates")),
+            (f"{big} files: ironwork rescans / events dropped / kernel overflows",
+             lambda r: rescans(r, "big", overflows=True)),
             (f"{big} files: first create → every file in the list (s)",
              get("big", "seconds_to_all")),
             (f"{big} files: first create → last message (s)",
@@ -1121,6 +1188,19 @@ def observer_rows(args: argparse.Namespace) -> list[tuple[str, Callable]]:
             (f"{big} files: harness create time (s)", get("big", "create_seconds")),
         ]
     return rows
+
+
+def rescans(r: dict, key: str, overflows: bool = False):
+    o = get(key, "observer")(r)
+    if not isinstance(o, dict):
+        return None
+    text = f"{o['rescans']} / {o['dropped']}"
+    return text + f" / {o['kernel_overflows']}" if overflows else text
+
+
+def obs_pair(r: dict) -> str:
+    o = r.get("observer")
+    return f"{o['rescans']} / {o['dropped']}" if isinstance(o, dict) else "–"
 
 
 def pair(r: dict, key: str):
@@ -1197,15 +1277,18 @@ def markdown_report(meta: dict, results: dict, e2e: dict, args: argparse.Namespa
             "renamed.",
             "",
             "| switch + noop workers | files/s | seconds | counted at sink | lost | left in trash "
-            "| CPU per file, all ironwork processes, schedstat (µs) | redis-server CPU per file (µs) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| CPU per file, all ironwork processes, schedstat (µs) | redis-server CPU per file (µs) "
+            "| observer rescans / events dropped | duplicate messages at the steps |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for label, r in e2e.items():
             lines.append(
                 f"| {label} | {fmt(r.get('files_per_s'))} | {fmt(r.get('seconds'))} "
                 f"| {fmt(r.get('counter'))} | {fmt(r.get('lost'))} | {fmt(r.get('left_in_trash'))} "
                 f"| {fmt(r.get('cpu_us_per_file_schedstat'))} "
-                f"| {fmt(r.get('redis_cpu_us_per_file'))} |")
+                f"| {fmt(r.get('redis_cpu_us_per_file'))} "
+                f"| {obs_pair(r)} "
+                f"| {fmt(get('steps', 'duplicates')(r))} |")
         lines.append("")
     goals = goal_rows(results, e2e)
     if goals:
