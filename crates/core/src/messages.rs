@@ -48,6 +48,11 @@ pub mod names {
         format!("{queue}.consumer.{consumer}")
     }
 
+    /// `<queue>.consumers`: set of the reliable consumers that heartbeat on that queue.
+    pub fn consumers(queue: &str) -> String {
+        format!("{queue}.consumers")
+    }
+
     /// `<queue>.delayed`: sorted set (score = due epoch seconds) of messages waiting to re-enter
     /// the queue, for retries with backoff.
     pub fn delayed(queue: &str) -> String {

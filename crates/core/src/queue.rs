@@ -391,11 +391,13 @@ for i = #ARGV, 1, -1 do redis.call('RPUSH', KEYS[1], ARGV[i]) end
 return #ARGV
 ";
 
-/// [`RECOVER`] for another consumer's list, only while that consumer's liveness key is absent.
+/// [`RECOVER`] for another consumer's list, only while that consumer's liveness key is absent;
+/// the consumer then leaves the registry `KEYS[4]`.
 const RECOVER_ORPHAN: &str = r"
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 local n = 0
 while redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT') do n = n + 1 end
+redis.call('SREM', KEYS[4], ARGV[1])
 return n
 ";
 
@@ -469,53 +471,49 @@ impl ReliableConsumer {
         Ok(n)
     }
 
-    /// Mark this consumer alive for `ttl` (`SET <queue>.consumer.<id> PX`). Consumers that call
-    /// this every `ttl / 3` keep [`ReliableConsumer::recover_orphans`] of their peers away from
-    /// their in-flight messages.
+    /// Mark this consumer alive for `ttl` (`SET <queue>.consumer.<id> PX`) and register it in
+    /// `<queue>.consumers`. Consumers that call this every `ttl / 3` keep
+    /// [`ReliableConsumer::recover_orphans`] of their peers away from their in-flight messages.
     pub async fn heartbeat(&self, ttl: Duration) -> Result<()> {
-        let key = self.alive.clone();
         let ms = ttl.as_millis().max(1) as u64;
+        let mut pipe = redis::pipe();
+        pipe.pset_ex(&self.alive, 1, ms)
+            .ignore()
+            .sadd(names::consumers(self.queue.name()), &self.consumer)
+            .ignore();
         self.queue
             .redis
             .retry("heartbeat", |mut c| {
-                let key = key.clone();
-                async move { c.pset_ex::<_, _, ()>(key, 1, ms).await }
+                let pipe = &pipe;
+                async move { pipe.query_async::<()>(&mut c).await }
             })
             .await
             .map_err(self.queue.err("heartbeat"))
     }
 
-    /// Re-queue the in-flight messages of every other consumer of this queue whose liveness key
-    /// (see [`ReliableConsumer::heartbeat`]) has expired: a worker slot that was removed, or a
-    /// host that died, leaves nothing stranded. Returns how many messages were recovered.
+    /// Re-queue the in-flight messages of every other registered consumer of this queue whose
+    /// liveness key (see [`ReliableConsumer::heartbeat`]) has expired: a worker slot that was
+    /// removed, or a host that died, leaves nothing stranded. Returns how many messages were
+    /// recovered.
     pub async fn recover_orphans(&self) -> Result<u64> {
-        let prefix = names::processing(self.queue.name(), "");
-        let pattern = format!("{}*", glob_escape(&prefix));
-        let keys: Vec<String> = self
+        let registry = names::consumers(self.queue.name());
+        let ids: Vec<String> = self
             .queue
             .redis
-            .retry("scan_processing", |mut c| {
-                let pattern = pattern.clone();
-                async move {
-                    let mut iter = c.scan_match::<_, String>(pattern).await?;
-                    let mut keys = Vec::new();
-                    while let Some(k) = futures_util::StreamExt::next(&mut iter).await {
-                        keys.push(k?);
-                    }
-                    Ok(keys)
-                }
+            .retry("consumers", |mut c| {
+                let registry = registry.clone();
+                async move { c.smembers(registry).await }
             })
             .await
-            .map_err(self.queue.err("scan_processing"))?;
+            .map_err(self.queue.err("consumers"))?;
         let script = Script::new(RECOVER_ORPHAN);
         let mut total = 0u64;
-        for key in keys {
-            let Some(id) = key.strip_prefix(&prefix) else { continue };
-            if id == self.consumer {
-                continue;
-            }
+        for id in ids.iter().filter(|id| **id != self.consumer) {
             let mut inv = script.key(self.queue.name());
-            inv.key(&key).key(names::consumer_alive(self.queue.name(), id));
+            inv.key(names::processing(self.queue.name(), id))
+                .key(names::consumer_alive(self.queue.name(), id))
+                .key(&registry)
+                .arg(id);
             let n: i64 = self
                 .queue
                 .redis
@@ -526,7 +524,7 @@ impl ReliableConsumer {
                 .await
                 .map_err(self.queue.err("recover_orphan"))?;
             if n > 0 {
-                tracing::warn!(queue = %self.queue.name(), consumer = id, recovered = n, "re-queued the in-flight messages of a consumer that stopped");
+                tracing::warn!(queue = %self.queue.name(), consumer = %id, recovered = n, "re-queued the in-flight messages of a consumer that stopped");
                 total += n as u64;
             }
         }
@@ -671,18 +669,6 @@ impl ReliableConsumer {
         }
         Ok(out)
     }
-}
-
-/// Escape Redis glob metacharacters so `s` matches only itself in `SCAN MATCH`.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn short_type_name<T>() -> &'static str {

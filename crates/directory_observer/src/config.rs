@@ -35,7 +35,9 @@ pub const DEFAULT_POLL_QUEUE_LIMIT: u64 = 10_000;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default `buffer_size`: events held per queue while Redis is away or the queue is full.
-pub const DEFAULT_BUFFER_SIZE: usize = 10_000;
+/// Larger than a whole default kernel queue (16384 events), so a burst never overflows it while
+/// Redis is up; about 200 bytes per held event.
+pub const DEFAULT_BUFFER_SIZE: usize = 100_000;
 
 /// Default `shutdown_grace`: how long SIGTERM waits for the buffer to reach Redis.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -267,7 +269,7 @@ fn read_step(r: &mut SectionReader<'_>, required: bool, home: Option<&Path>) -> 
     };
     let directory = directory.and_then(|d| resolve_directory(r, d, home));
     let queue = if required { r.required("queue") } else { r.str("queue") };
-    let redis = read_redis(r, required);
+    let redis = read_redis(r, required, home);
     let only = r.str("only");
     let ignore = r.str("ignore");
     let filter = match Filter::new(only, ignore) {
@@ -324,8 +326,9 @@ fn resolve_directory(r: &mut SectionReader<'_>, dir: &str, home: Option<&Path>) 
     }
 }
 
-/// `redis_unix_socket`, or `redis_server` + `redis_port` when the socket is empty or `null`.
-fn read_redis(r: &mut SectionReader<'_>, required: bool) -> Option<RedisTarget> {
+/// `redis_unix_socket` (relative: under the runtime home), or `redis_server` + `redis_port` when
+/// the socket is empty or `null`.
+fn read_redis(r: &mut SectionReader<'_>, required: bool, home: Option<&Path>) -> Option<RedisTarget> {
     let socket = r.str("redis_unix_socket");
     let server = r.str("redis_server");
     let port = r.parse_with("redis_port", None, |s| {
@@ -336,11 +339,19 @@ fn read_redis(r: &mut SectionReader<'_>, required: bool) -> Option<RedisTarget> 
     });
     match socket.map(str::trim) {
         Some(s) if !s.is_empty() && s != "null" => {
-            if Path::new(s).is_relative() {
-                r.error("redis_unix_socket", "must be an absolute path (or empty/null for TCP)");
-                return None;
+            if Path::new(s).is_absolute() {
+                return Some(RedisTarget::Unix(PathBuf::from(s)));
             }
-            Some(RedisTarget::Unix(PathBuf::from(s)))
+            match home {
+                Some(home) => Some(RedisTarget::Unix(home.join(s))),
+                None => {
+                    r.error(
+                        "redis_unix_socket",
+                        format!("relative socket path {s:?} needs {HOME_ENV} (or use an absolute path)"),
+                    );
+                    None
+                }
+            }
         }
         socket => {
             let server = server.map(str::trim).filter(|s| !s.is_empty());
@@ -711,6 +722,28 @@ mod tests {
         let c = parse(COMMON_SECTION).expect("valid");
         assert!(c.steps.is_empty());
         assert_eq!(c.redis, None);
+    }
+
+    #[test]
+    fn example_config_in_etc_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/directory_observer.ini");
+        let c =
+            Config::load_with_home(&path, Some(Path::new("/home/iw"))).expect("etc/directory_observer.ini is valid");
+        assert_eq!(
+            c.redis,
+            Some(RedisTarget::Unix(PathBuf::from("/home/iw/var/redis.sock")))
+        );
+        let dirs: Vec<_> = c.steps.iter().map(|s| s.directory.clone()).collect();
+        assert_eq!(
+            dirs,
+            [
+                PathBuf::from("/home/iw/var/in/incoming"),
+                PathBuf::from("/home/iw/var/in/step.demo.main")
+            ]
+        );
+        assert_eq!(c.steps[0].queue, "step.switch.main");
+        assert_eq!(c.steps[1].forced_poll, Some(Duration::from_secs(300)));
+        assert_eq!(c.http_listen, None);
     }
 
     #[test]

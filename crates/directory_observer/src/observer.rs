@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ironwork_core::messages::FileEvent;
 use ironwork_core::{CancellationToken, Queue};
@@ -53,8 +53,9 @@ pub struct Observer {
     rescans: Arc<Rescans>,
     /// Scans requested and not started.
     dirty: HashMap<u64, Scope>,
-    /// Files posted by scans that were cut short, skipped when the scan resumes.
-    partial: HashMap<u64, HashSet<PathBuf>>,
+    /// Files (path and mtime: a new file under an old name is not skipped) posted by scans that
+    /// were cut short, skipped when the scan resumes.
+    partial: HashMap<u64, HashSet<(PathBuf, SystemTime)>>,
     not_before: HashMap<u64, Instant>,
     scanning: HashSet<u64>,
     scans: JoinSet<ScanOutcome>,
@@ -306,7 +307,10 @@ impl Observer {
                     return;
                 };
                 self.stats.rescans.inc();
-                self.stats.skipped_names.add(listing.skipped_names);
+                if listing.skipped_names > 0 {
+                    self.stats.skipped_names.add(listing.skipped_names);
+                    tracing::warn!(dir = %root.label, count = listing.skipped_names, "files with names that are not UTF-8 skipped (a message cannot carry them)");
+                }
                 let held = self.publisher.held(&root.queue) as u64;
                 let room = match (root.step.poll_queue_limit, llen) {
                     (Some(limit), Some(len)) => {
@@ -321,7 +325,8 @@ impl Observer {
                 let mut posted = Vec::new();
                 let mut truncated = false;
                 for f in listing.files {
-                    if exclude.is_some_and(|e| e.contains(&f.path)) {
+                    let key = (f.path, f.mtime);
+                    if exclude.is_some_and(|e| e.contains(&key)) {
                         continue;
                     }
                     if messages.len() >= room {
@@ -329,7 +334,7 @@ impl Observer {
                         break;
                     }
                     messages.push(encode(&f.dir, &f.name, FileEvent::Exists));
-                    posted.push(f.path);
+                    posted.push(key);
                 }
                 let n = messages.len();
                 let dropped = self.publisher.offer(&root.step, messages);
@@ -352,6 +357,8 @@ impl Observer {
     }
 
     fn on_tick(&mut self) {
+        // Requests are normally taken on notification; this is a cheap safety net.
+        self.take_rescans();
         let now = Instant::now();
         let due: Vec<u64> = self
             .next_poll

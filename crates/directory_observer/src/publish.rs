@@ -292,6 +292,8 @@ impl Publisher {
             let messages: Vec<Vec<u8>> = q.pending.drain(..n).collect();
             q.in_flight = n;
             q.in_flight_since = Some(now);
+            // The backoff is over; a new failure sets it again.
+            q.retry_at = None;
             let sink = q.sink.clone();
             let queue = name.clone();
             self.pushes.spawn(async move {
@@ -314,7 +316,7 @@ impl Publisher {
     pub fn next_retry(&self) -> Option<Instant> {
         self.queues
             .values()
-            .filter(|q| !q.pending.is_empty())
+            .filter(|q| q.in_flight == 0 && !q.pending.is_empty())
             .filter_map(|q| q.retry_at)
             .min()
     }
@@ -395,8 +397,9 @@ impl Publisher {
     }
 }
 
-/// Drop logging that never hides a drop yet never floods: the first drop of an episode is
-/// logged at once, later ones are summed into one WARN at most every [`DropLog::EVERY`].
+/// Logging of a per-event anomaly (a drop, a skipped name) that never hides one yet never floods:
+/// the first of an episode is logged at once, later ones are summed into one WARN (`count`) at
+/// most every [`DropLog::EVERY`].
 #[derive(Debug)]
 pub struct DropLog {
     what: &'static str,
@@ -417,7 +420,7 @@ impl DropLog {
         }
     }
 
-    /// Count `n` dropped events, logging when due.
+    /// Count `n` more, logging when due.
     pub fn record(&mut self, n: u64) {
         self.unreported += n;
         if self.last.is_none_or(|t| t.elapsed() >= Self::EVERY) {
@@ -435,7 +438,7 @@ impl DropLog {
     /// Report what was not reported yet.
     pub fn flush(&mut self) {
         if self.unreported > 0 {
-            tracing::warn!(dropped = self.unreported, "{}", self.what);
+            tracing::warn!(count = self.unreported, "{}", self.what);
             self.unreported = 0;
             self.last = Some(Instant::now());
         }

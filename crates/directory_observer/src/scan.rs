@@ -95,7 +95,7 @@ pub struct Found {
     pub dir: Arc<str>,
     /// Its base name.
     pub name: String,
-    /// Its full path (the key of partial-scan bookkeeping).
+    /// Its full path (with `mtime`, the key of partial-scan bookkeeping).
     pub path: PathBuf,
     /// Last modification time: scans post oldest first.
     pub mtime: SystemTime,
@@ -139,7 +139,7 @@ pub fn list(root: &Root, scope: &Scope) -> Listing {
             let file_name = entry.file_name();
             let Some(name) = file_name.to_str() else {
                 out.skipped_names += 1;
-                tracing::warn!(dir = %dir.display(), name = ?file_name, "file name is not UTF-8, not posted");
+                tracing::debug!(dir = %dir.display(), name = ?file_name, "file name is not UTF-8, not posted");
                 continue;
             };
             let path = entry.path();

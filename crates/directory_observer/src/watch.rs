@@ -139,6 +139,7 @@ pub struct Watcher {
     out: mpsc::Sender<Batch>,
     batch: Batch,
     drops: DropLog,
+    bad_names: DropLog,
 }
 
 impl std::fmt::Debug for Watcher {
@@ -181,6 +182,7 @@ impl Watcher {
             out,
             batch: Batch::default(),
             drops: DropLog::new("publisher behind: events dropped, their directories will be rescanned"),
+            bad_names: DropLog::new("files with names that are not UTF-8 skipped (a message cannot carry them)"),
         })
     }
 
@@ -285,6 +287,11 @@ impl Watcher {
         let id = wd.get_watch_descriptor_id();
         if let Some(existing) = self.watches.get(&id) {
             if existing.root.id != root.id {
+                // Adding replaced the existing watch's mask: put the other section's back.
+                let _ = self
+                    .inotify
+                    .watches()
+                    .add(&existing.path, mask_for(&existing.root, existing.is_root));
                 tracing::error!(
                     dir = %path.display(),
                     other = %existing.path.display(),
@@ -372,8 +379,9 @@ impl Watcher {
                 return;
             };
             let Some(name) = name.to_str() else {
+                tracing::debug!(dir = %w.label, name = ?name, "file name is not UTF-8, not posted");
                 self.stats.skipped_names.inc();
-                tracing::warn!(dir = %w.label, name = ?name, "file name is not UTF-8, not posted");
+                self.bad_names.record(1);
                 return;
             };
             if !w.root.step.filter.accepts(name) {
@@ -505,6 +513,7 @@ impl Watcher {
         match self.out.try_send(batch) {
             Ok(()) => {
                 self.drops.recovered_if_quiet();
+                self.bad_names.recovered_if_quiet();
                 true
             }
             Err(mpsc::error::TrySendError::Full(batch)) => {
@@ -527,9 +536,9 @@ impl Watcher {
                 Ok(events) => {
                     for e in events {
                         self.handle(e.wd.get_watch_descriptor_id(), e.mask, e.name);
-                    }
-                    if self.batch.len >= MAX_BATCH {
-                        self.flush();
+                        if self.batch.len >= MAX_BATCH {
+                            self.flush();
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -554,6 +563,7 @@ impl Watcher {
             if stop.load(Ordering::Acquire) {
                 self.drain(&mut buf)?;
                 self.drops.flush();
+                self.bad_names.flush();
                 return Ok(());
             }
             loop {
@@ -562,6 +572,7 @@ impl Watcher {
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         self.drain(&mut buf)?;
                         self.drops.flush();
+                        self.bad_names.flush();
                         return Ok(());
                     }
                     Err(mpsc::error::TryRecvError::Empty) => break,
@@ -755,6 +766,19 @@ mod tests {
         assert!(got.iter().all(|m| m["event"] == "created"));
         assert_eq!(got[0]["directory"], tmp.path().to_str().expect("utf8"));
         assert_eq!(r.stats.events.get(), 2);
+    }
+
+    #[test]
+    fn non_utf8_names_are_counted_not_posted() {
+        use std::os::unix::ffi::OsStrExt;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut r = rig(tmp.path(), false, 8);
+        std::fs::write(tmp.path().join(OsStr::from_bytes(b"bad\xff")), b"x").expect("write");
+        std::fs::write(tmp.path().join("good"), b"x").expect("write");
+        let got = r.messages();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["filename"], "good");
+        assert_eq!(r.stats.skipped_names.get(), 1);
     }
 
     #[test]

@@ -178,6 +178,24 @@ fn redis_outage_loses_nothing() {
 }
 
 #[test]
+fn a_push_refused_by_redis_is_kept_and_retried() {
+    let env = Env::new();
+    let d = start(&env, "", "");
+    let dir = env.dir("step.test.main");
+    // Someone made the queue key a string: every LPUSH fails with WRONGTYPE.
+    env.redis.cli(&["SET", Q, "not a list"]);
+    let files = names("held", 5);
+    for f in &files {
+        std::fs::write(dir.join(f), b"x").expect("write");
+    }
+    d.wait_metric("directory_observer_buffered_events", 5);
+    assert_eq!(d.metric("directory_observer_pushed_total"), 0);
+    env.redis.cli(&["DEL", Q]);
+    env.wait_names(Q, &files);
+    assert_eq!(d.metric("directory_observer_dropped_total"), 0);
+}
+
+#[test]
 fn overflowing_a_tiny_buffer_is_counted_and_a_rescan_recovers_every_file() {
     let mut env = Env::new();
     let d = start(&env, "buffer_size=3", "");

@@ -53,7 +53,9 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let result = match Redis::open(&args.worker.redis_url()) {
-        Ok(redis) => ironwork_step::serve(cfg, args.worker.listen, redis, Noop { into: args.into }, shutdown.token).await,
+        Ok(redis) => {
+            ironwork_step::serve(cfg, args.worker.listen, redis, Noop { into: args.into }, shutdown.token).await
+        }
         Err(e) => Err(e.into()),
     };
     match result {

@@ -1,6 +1,7 @@
 //! A step that runs a plugin command on each file: the file's path is the last argument (never
 //! through a shell), the tags are in the environment, stdout and stderr go to the step's log
-//! line by line, and a timeout sends SIGTERM to the command's process group, then SIGKILL.
+//! line by line, and a timeout sends SIGTERM to the command's process group, then SIGKILL. A
+//! command dies with its worker (`PR_SET_PDEATHSIG`).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -48,6 +49,7 @@ impl CommandStep {
             .env("IRONWORK_PLUGIN", &*file.plugin)
             .env("IRONWORK_STEP", &*file.step)
             .env("IRONWORK_CLAIM_ID", file.claim_id())
+            .env("IRONWORK_CLAIMED_FROM", file.claimed_from())
             .env("IRONWORK_TAGS", file.tags().to_json())
             .env("MFDATA_CURRENT_PLUGIN_NAME", &*file.plugin)
             .env("MFDATA_CURRENT_STEP_NAME", &*file.step);
@@ -59,6 +61,13 @@ impl CommandStep {
             if let Some(v) = file.tag(tag) {
                 cmd.env(var, v);
             }
+        }
+        // A worker killed outright takes its command with it, so a restarted worker never
+        // races a leftover command on the same claimed file.
+        #[allow(unsafe_code)]
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
         }
         cmd
     }

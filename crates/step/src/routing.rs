@@ -69,6 +69,9 @@ pub struct Router {
     tags: TagStore,
     tmp_dir: PathBuf,
     known_dirs: HashSet<PathBuf>,
+    /// Tag hashes of files that left tmp, deleted in one round trip per batch by
+    /// [`Router::flush`] (a crash before that only leaves them to their TTL).
+    stale_tags: Vec<PathBuf>,
 }
 
 impl Router {
@@ -79,6 +82,7 @@ impl Router {
             tags,
             tmp_dir,
             known_dirs: HashSet::new(),
+            stale_tags: Vec::new(),
         }
     }
 
@@ -110,6 +114,11 @@ impl Router {
         mut routes: Vec<Route>,
         delayed: Option<Delayed>,
     ) -> anyhow::Result<()> {
+        if !routes.is_empty() && std::fs::symlink_metadata(src).is_err() {
+            // The step (or a command it left behind) already moved the file: nothing to route.
+            tracing::warn!(file = %src.display(), "file vanished before it could be routed");
+            routes.clear();
+        }
         let carrying: Vec<&Path> = routes
             .iter()
             .filter(|r| !matches!(r.source, Source::Bytes(_)))
@@ -127,12 +136,12 @@ impl Router {
                 Err(e) if e.raw_os_error() == Some(libc::EXDEV) => copy_across(src, &dest)?,
                 Err(e) => return Err(io_context(e, "move", src, &dest)),
             }
-            self.tags.delete(src).await?;
+            self.stale_tags.push(src.to_path_buf());
             return Ok(());
         }
         if routes.is_empty() && delayed.is_none() {
             remove_if_exists(src)?;
-            self.tags.delete(src).await?;
+            self.stale_tags.push(src.to_path_buf());
             return Ok(());
         }
         let stage = self.stage_dir(id);
@@ -204,13 +213,22 @@ impl Router {
                 .await?;
         }
         remove_if_exists(src)?;
-        self.tags.delete(src).await?;
+        self.stale_tags.push(src.to_path_buf());
         let stage = self.stage_dir(id);
         if stage.exists() {
             std::fs::remove_dir_all(&stage)?;
         }
         remove_if_exists(&self.manifest_path(id))?;
         Ok(())
+    }
+
+    /// Delete the tag hashes of the files routed since the last call, in one round trip.
+    pub async fn flush(&mut self) -> Result<(), redis::RedisError> {
+        if self.stale_tags.is_empty() {
+            return Ok(());
+        }
+        let paths = std::mem::take(&mut self.stale_tags);
+        self.tags.delete_all(&paths).await
     }
 
     fn ensure_parent(&mut self, dest: &Path) -> io::Result<()> {

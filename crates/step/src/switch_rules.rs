@@ -331,6 +331,14 @@ x = y
     }
 
     #[test]
+    fn the_example_in_etc_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/switch_rules.ini");
+        let r = RuleSet::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let hit = r.evaluate(&tags(&[("first.core.original_basename", "notes.txt")]));
+        assert_eq!(targets(&hit), ["demo/main"]);
+    }
+
+    #[test]
     fn fnmatch_follows_python() {
         let cases = [
             ("*.gz", "a.gz", true),

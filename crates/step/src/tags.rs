@@ -182,13 +182,19 @@ impl TagStore {
             .await
     }
 
-    /// Forget the tags of the file at `path`.
-    pub async fn delete(&self, path: &Path) -> Result<(), RedisError> {
-        let key = key_for(path);
+    /// Forget the tags of the files at `paths`, in one round trip.
+    pub async fn delete_all(&self, paths: &[std::path::PathBuf]) -> Result<(), RedisError> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("DEL");
+        for p in paths {
+            cmd.arg(key_for(p));
+        }
         self.redis
             .retry("tags_delete", |mut c| {
-                let key = key.clone();
-                async move { redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await }
+                let cmd = &cmd;
+                async move { cmd.query_async::<()>(&mut c).await }
             })
             .await
     }

@@ -235,6 +235,7 @@ impl Worker<'_> {
                 }
             }
             consumer.ack(&done).await?;
+            self.router.flush().await?;
             if token.is_cancelled() {
                 return Ok(());
             }

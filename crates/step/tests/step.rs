@@ -360,7 +360,8 @@ fn a_replayed_message_resumes_its_claimed_file_and_finishes_committed_routes() {
 fn messages_held_by_a_dead_consumer_are_recovered_by_a_live_one() {
     let mut h = Harness::new();
     let msg = h.drop_file("p", "main", "orphan", "o");
-    // Another worker popped it and died (no liveness key).
+    // Another (registered) worker popped it and died: its liveness key is gone.
+    h.redis.cli(&["SADD", "step.p.main.consumers", "gone"]);
     h.redis
         .cli(&["LMOVE", "step.p.main", "step.p.main.processing.gone", "RIGHT", "LEFT"]);
     assert_eq!(h.llen("step.p.main.processing.gone"), 1, "{msg}");
@@ -369,6 +370,7 @@ fn messages_held_by_a_dead_consumer_are_recovered_by_a_live_one() {
     h.spawn(&run_args("p", &["--consumer", "alive"], &cmd));
     assert!(wait_for(DEADLINE, || std::fs::read_to_string(&out).is_ok_and(|s| s == "o")));
     assert_eq!(h.llen("step.p.main.processing.gone"), 0);
+    assert_eq!(h.redis.cli(&["SMEMBERS", "step.p.main.consumers"]).trim(), "alive");
 }
 
 #[test]

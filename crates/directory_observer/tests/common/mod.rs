@@ -115,7 +115,12 @@ impl Daemon {
     }
 
     pub fn start_with(config: Config, tweak: impl FnOnce(&mut RunOptions)) -> Self {
-        let _ = ironwork_core::telemetry::init("directory_observer", ironwork_core::telemetry::LogFormat::Human);
+        // Through the test harness's capture: a failing test shows its daemon's log.
+        let _ = ironwork_core::telemetry::init_with_writer(
+            "directory_observer",
+            ironwork_core::telemetry::LogFormat::Human,
+            tracing_subscriber::fmt::TestWriter::new(),
+        );
         let token = CancellationToken::new();
         let (reload, reload_rx) = tokio::sync::watch::channel(0u64);
         let metrics = Metrics::new();
