@@ -1,29 +1,77 @@
-//! Taking a file for a step: the rename that claims it, and the lock that makes its processing
-//! exclusive. A worker holds `flock(LOCK_EX)` on its claimed file (or on a routing manifest) for
-//! as long as it works on it; the kernel drops the lock when the worker dies, so a replayed
-//! message resumes the file, while a duplicate of a message a live worker is still handling
-//! finds the lock taken and steps aside. The garbage collector honours the same lock.
+//! Taking a file for a step: the rename that claims it, and the lock that makes its handling
+//! exclusive. Every message is handled under `flock(LOCK_EX)` on `tmp/<plugin>.<step>/<claim
+//! id>.lock`: the kernel drops the lock when a worker dies, so a replayed message resumes its
+//! file, while a duplicate of a message a live worker is still handling finds the lock taken
+//! and steps aside. The lock lives on its own file, not on the data: a file keeps its inode
+//! from step to step (and hard links share one), so a lock on the data would follow it.
+//! The garbage collector honours the same locks.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-/// Why a claimed path could not be locked.
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    /// Nothing there any more (another worker finished it).
-    #[error("file already gone")]
-    Gone,
-    /// A symlink, FIFO, socket, device or directory: never opened, never processed.
-    #[error("not a regular file")]
-    NotRegular,
-    /// Anything else.
-    #[error(transparent)]
-    Io(#[from] io::Error),
+/// An exclusive claim on one message's file; unlinks its lock file when dropped.
+#[derive(Debug)]
+pub struct ClaimLock {
+    _lock: Flock<File>,
+    path: PathBuf,
+}
+
+impl Drop for ClaimLock {
+    fn drop(&mut self) {
+        // Unlinked while still held: a waiter that opened it sees it gone and retries.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Take the lock file at `path` (created if missing). `Ok(None)`: a live process holds it.
+pub fn lock(path: &Path) -> io::Result<Option<ClaimLock>> {
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        let ino = file.metadata()?.ino();
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((_, e)) => return Err(e.into()),
+        };
+        // The previous holder may have unlinked it between our open and our lock.
+        match std::fs::symlink_metadata(path) {
+            Ok(now) if now.ino() == ino => {
+                return Ok(Some(ClaimLock {
+                    _lock: lock,
+                    path: path.to_path_buf(),
+                }))
+            }
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether a live process holds the lock file at `path` (for the garbage collector).
+pub fn is_locked(path: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    else {
+        return false;
+    };
+    matches!(
+        Flock::lock(file, FlockArg::LockSharedNonblock),
+        Err((_, Errno::EWOULDBLOCK))
+    )
 }
 
 /// Move `src` to `tmp`. `Ok(false)`: `src` is already gone (a duplicate message). A directory
@@ -42,57 +90,24 @@ pub fn claim(src: &Path, tmp: &Path) -> io::Result<bool> {
     }
 }
 
-/// Lock the regular file at `path` for this process. `Ok(None)`: a live process holds it.
-pub fn lock(path: &Path) -> Result<Option<Flock<File>>, LockError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOENT) => LockError::Gone,
-            Some(libc::ELOOP) | Some(libc::ENXIO) => LockError::NotRegular,
-            _ => LockError::Io(e),
-        })?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(LockError::NotRegular);
-    }
-    let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
-        Err((_, e)) => return Err(LockError::Io(e.into())),
-    };
-    // The path may have been routed away between open and lock: then it is not ours.
-    match std::fs::symlink_metadata(path) {
-        Ok(now) if now.ino() == meta.ino() && now.dev() == meta.dev() => Ok(Some(lock)),
-        Ok(_) | Err(_) => Err(LockError::Gone),
-    }
-}
-
-/// Whether a live process holds the lock on `path` (for the garbage collector).
-pub fn is_locked(path: &Path) -> bool {
-    matches!(lock(path), Ok(None))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn one_lock_at_a_time_and_only_on_regular_files() -> io::Result<()> {
+    fn one_holder_at_a_time_and_the_lock_file_goes_with_it() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let f = dir.path().join("f");
-        std::fs::write(&f, b"x")?;
-        let held = lock(&f).map_err(io::Error::other)?;
+        let path = dir.path().join("id.lock");
+        let held = lock(&path)?;
         assert!(held.is_some());
-        assert!(is_locked(&f));
+        assert!(is_locked(&path));
+        assert!(lock(&path)?.is_none(), "a second holder is refused");
         drop(held);
-        assert!(!is_locked(&f));
-        std::os::unix::fs::symlink(&f, dir.path().join("l"))?;
-        assert!(matches!(lock(&dir.path().join("l")), Err(LockError::NotRegular)));
-        nix::unistd::mkfifo(&dir.path().join("p"), nix::sys::stat::Mode::S_IRWXU).map_err(io::Error::from)?;
-        assert!(matches!(lock(&dir.path().join("p")), Err(LockError::NotRegular)));
-        assert!(matches!(lock(&dir.path().join("none")), Err(LockError::Gone)));
+        assert!(!path.exists(), "released locks leave no file");
+        assert!(!is_locked(&path));
+        // A lock file left by a dead holder is simply taken over.
+        std::fs::write(&path, b"")?;
+        assert!(lock(&path)?.is_some());
         Ok(())
     }
 

@@ -82,7 +82,8 @@ fn sweep(root: &Path, max_age: Duration, now: SystemTime, trash: Option<&Path>) 
             let result = match trash {
                 _ if meta.is_dir() => std::fs::remove_dir_all(&path),
                 Some(_) if name.ends_with(".routes.t") => std::fs::remove_file(&path),
-                Some(_) if meta.is_file() && crate::claim::is_locked(&path) => continue,
+                Some(_) if is_held(&step.path(), &name) => continue,
+                Some(_) if name.ends_with(".lock") => std::fs::remove_file(&path),
                 Some(trash) => {
                     let dest = trash.join(step.file_name());
                     std::fs::create_dir_all(&dest).and_then(|()| std::fs::rename(&path, dest.join(&name)))
@@ -103,6 +104,15 @@ fn sweep(root: &Path, max_age: Duration, now: SystemTime, trash: Option<&Path>) 
         }
     }
     removed
+}
+
+/// Whether a live worker holds the claim `name` (or the lock file `name` itself).
+fn is_held(dir: &Path, name: &str) -> bool {
+    let lock = match name.strip_suffix(".lock") {
+        Some(_) => dir.join(name),
+        None => dir.join(format!("{name}.lock")),
+    };
+    crate::claim::is_locked(&lock)
 }
 
 /// Time since the inode last changed (a rename counts).
@@ -145,7 +155,7 @@ mod tests {
         assert_eq!(collect(root, policy, now), GcReport::default());
         let later = now + Duration::from_secs(50);
         std::fs::write(root.join("tmp/p.s/held"), b"x")?;
-        let _held = crate::claim::lock(&root.join("tmp/p.s/held")).map_err(std::io::Error::other)?;
+        let _held = crate::claim::lock(&root.join("tmp/p.s/held.lock"))?;
         assert_eq!(collect(root, policy, later), GcReport { trash: 0, tmp: 1 });
         assert!(!root.join("tmp/p.s/x").exists());
         assert!(

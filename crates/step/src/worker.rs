@@ -270,11 +270,11 @@ impl Worker<'_> {
         let src = dir.join(&event.filename);
         let id = hex(&Md5::digest(&delivery.payload));
         let tmp = self.tmp_dir.join(&id);
+        // Another live worker may hold the same message (a duplicate push): one handles it.
+        let Some(_claim) = claim::lock(&self.tmp_dir.join(format!("{id}.lock")))? else {
+            return Ok(self.duplicate(&src, "message being handled by another worker"));
+        };
         if self.router.is_committed(&id) {
-            // Another live worker may hold the same message (a duplicate push): one finishes.
-            let Some(_lock) = claim::lock(&self.router.manifest_path(&id))? else {
-                return Ok(self.duplicate(&src, "routes being finished by another worker"));
-            };
             if let Err(e) = self.router.resume(&id, &tmp).await {
                 return self.quarantine(consumer, delivery, &id, &tmp, &format!("{e:#}")).await;
             }
@@ -292,16 +292,9 @@ impl Worker<'_> {
                 }
             }
         }
-        let regular = match claim::lock(&tmp) {
-            Ok(Some(lock)) => Some(lock),
-            Ok(None) => return Ok(self.duplicate(&src, "file being processed by another worker")),
-            Err(claim::LockError::Gone) => return Ok(self.duplicate(&src, "file already gone")),
-            Err(claim::LockError::NotRegular) => None,
-            Err(claim::LockError::Io(e)) => {
-                return self
-                    .quarantine(consumer, delivery, &id, &tmp, &format!("cannot open: {e}"))
-                    .await
-            }
+        let regular = match std::fs::symlink_metadata(&tmp) {
+            Ok(m) => m.is_file(),
+            Err(_) => return Ok(self.duplicate(&src, "file already gone")),
         };
         if resume {
             tracing::info!(file = %src.display(), claim = %id, "resuming a file claimed by a previous run");
@@ -330,7 +323,7 @@ impl Worker<'_> {
         };
         let limit = self.cfg.policies.step_limit;
         // Some files are kept without running the step: no retry can help them.
-        let outcome = if regular.is_none() {
+        let outcome = if !regular {
             Err((true, "not a regular file".to_string()))
         } else if file.tags().step_counter() > limit {
             Err((true, format!("step_limit {limit} exceeded (a routing loop?)")))
@@ -374,7 +367,6 @@ impl Worker<'_> {
         if let Err(e) = self.router.commit(&id, &tmp, &file.pending, routes, delayed).await {
             return self.quarantine(consumer, delivery, &id, &tmp, &format!("{e:#}")).await;
         }
-        drop(regular);
         Ok(Handled::Done)
     }
 

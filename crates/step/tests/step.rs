@@ -566,3 +566,25 @@ fn the_loop_guard_stops_a_file_that_circulates_between_succeeding_steps() {
     assert!(tags.contains("step_limit 5 exceeded"), "{tags}");
     assert!(tags.contains("latest.core.step_counter = 6"), "{tags}");
 }
+
+#[test]
+fn hard_links_of_one_file_in_two_steps_are_processed_by_both() {
+    let mut h = Harness::new();
+    let out = h.work.join("out");
+    let (a, b) = (h.step_dir("p", "a"), h.step_dir("p", "b"));
+    std::fs::write(a.join("f"), "shared").expect("write");
+    std::fs::hard_link(a.join("f"), b.join("f")).expect("link");
+    for (step, dir) in [("a", &a), ("b", &b)] {
+        let msg = format!(
+            r#"{{"directory": "{}", "filename": "f", "event": "created", "event_timestamp": 1.0}}"#,
+            dir.display()
+        );
+        h.redis.cli(&["LPUSH", &format!("step.p.{step}"), &msg]);
+    }
+    let cmd = sh(&format!(r#"sleep 0.5; echo "$IRONWORK_STEP" >> {}"#, out.display()));
+    h.spawn(&run_args("p", &["--step", "a"], &cmd));
+    h.spawn(&run_args("p", &["--step", "b"], &cmd));
+    assert!(wait_for(DEADLINE, || std::fs::read_to_string(&out).is_ok_and(|s| s.lines().count() == 2)));
+    assert!(wait_for(DEADLINE, || h.files(&h.data.join("tmp/p.a")).is_empty()
+        && h.files(&h.data.join("tmp/p.b")).is_empty()));
+}
