@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import hashlib
 import json
 import os
@@ -40,7 +39,6 @@ import shlex
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,8 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
-REPO = Path(__file__).resolve().parents[2]
-VENV = REPO / "target" / "bench-venv"
+from benchlib import (REPO, VENV, BenchError, ensure_venv, fmt, free_tcp_ports, get, log,
+                      percentile, run_meta)
+
 JSON_OUT = REPO / "target" / "bench-pipeline.json"
 PY_OBSERVER = Path(__file__).resolve().parent / "py_observer.py"
 # Watched directories live on tmpfs by default: on this machine's ext4, inode allocation after
@@ -103,14 +102,6 @@ GOAL_DRAIN_VS_INOTIFYWAIT = 1.0
 GOAL_DRAIN_VS_PYTHON = 50.0
 GOAL_CPU_US_PER_EVENT = 5.0
 GOAL_E2E_FILES_PER_S = 3000.0
-
-
-class BenchError(Exception):
-    """A tool could not be prepared or measured; the message says why."""
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,36 +298,9 @@ def ensure_apt() -> None:
         raise BenchError(f"still missing after apt-get: {' '.join(still)}")
 
 
-def pinned_versions() -> dict[str, str]:
-    return dict(req.split("==") for req in VENV_REQUIREMENTS)
-
-
-def installed_versions(python: Path) -> dict[str, str]:
-    code = (
-        "import json, importlib.metadata as m\n"
-        "out = {}\n"
-        f"for name in {list(pinned_versions())!r}:\n"
-        "    try: out[name] = m.version(name)\n"
-        "    except m.PackageNotFoundError: pass\n"
-        "print(json.dumps(out))\n"
-    )
-    run = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(run.stdout)
-
-
-def ensure_venv() -> dict[str, str]:
-    """Create target/bench-venv and install the pinned requirements (no-op when present)."""
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        log(f"creating virtualenv {VENV}")
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    if installed_versions(python) != pinned_versions():
-        log("installing " + " ".join(VENV_REQUIREMENTS))
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet",
-                        "--disable-pip-version-check", *VENV_REQUIREMENTS], check=True)
-    versions = installed_versions(python)
-    if versions != pinned_versions():
-        raise BenchError(f"venv has {versions}, wanted {pinned_versions()}")
+def ensure_python_observer() -> dict[str, str]:
+    """watchdog and redis-py in target/bench-venv (see benchlib.ensure_venv)."""
+    versions = ensure_venv(VENV_REQUIREMENTS)
     return {"watchdog": versions["watchdog"], "redis-py": versions["redis"]}
 
 
@@ -480,7 +444,7 @@ def start_tool(tool: str, workdir: Path, sock: Path, directory: Path, queue: str
     if tool == "ironwork":
         ini = workdir / "directory_observer.ini"
         ini.write_text(observer_ini(sock, [("step_bench_main_1", directory, queue)]))
-        listen = f"127.0.0.1:{free_tcp_port()}"
+        listen = f"127.0.0.1:{free_tcp_ports(1)[0]}"
         argv = [str(OBSERVER_BIN), "--config", str(ini), "--listen", listen]
         proc, logf = spawn(argv, workdir / "directory_observer.log")
         return Running(tool, [proc], [argv], [logf], [f"http://{listen}/metrics"])
@@ -499,12 +463,6 @@ def start_tool(tool: str, workdir: Path, sock: Path, directory: Path, queue: str
         proc, logf = spawn(argv, workdir / "py_observer.log")
         return Running(tool, [proc], [argv], [logf])
     raise BenchError(f"unknown tool {tool}")
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ironwork counters read from /metrics around each measurement (a difference is reported).
@@ -824,7 +782,8 @@ def measure_latency(s: Session, rate: float, seconds: float) -> dict:
     return {
         "files": n, "rate_per_s": rate, "pace_seconds": round(pace_seconds, 3),
         "received": len(arrived), "lost": n - len(arrived),
-        "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
+        "p50_ms": percentile(latencies, 50, digits=3),
+        "p99_ms": percentile(latencies, 99, digits=3),
         "max_ms": round(latencies[-1], 3) if latencies else None,
     }
 
@@ -857,14 +816,6 @@ def measure_big(s: Session, n: int) -> dict:
             "seconds_to_all": round(t_all - t0, 3) if t_all is not None else None,
             "seconds_to_last_message": round(last_change - t0, 3), "complete": t_all is not None,
             "lost": n - counts["received"], **counts}
-
-
-def percentile(samples: list[float], pct: int) -> float | None:
-    if not samples:
-        return None
-    if len(samples) == 1:
-        return round(samples[0], 3)
-    return round(statistics.quantiles(samples, n=100, method="inclusive")[pct - 1], 3)
 
 
 def bench_tool(tool: str, args: argparse.Namespace) -> dict:
@@ -968,7 +919,8 @@ def measure_e2e(n: int, switch_workers: int, noop_workers: int, args: argparse.N
     ini = base / "directory_observer.ini"
     ini.write_text(observer_ini(redis.sock, [("step_switch_main_1", switch_dir, "step.switch.main"),
                                              ("step_bench_sink_1", sink_dir, "step.bench.sink")]))
-    listens = [f"127.0.0.1:{free_tcp_port()}" for _ in range(1 + switch_workers + noop_workers)]
+    listens = [f"127.0.0.1:{free_tcp_ports(1)[0]}"
+               for _ in range(1 + switch_workers + noop_workers)]
     specs = [("directory_observer", [str(OBSERVER_BIN), "--config", str(ini),
                                      "--listen", listens[0]])]
     for i in range(1, switch_workers + 1):
@@ -1085,21 +1037,6 @@ def measure_e2e(n: int, switch_workers: int, noop_workers: int, args: argparse.N
 # Report
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def exact_command_line() -> str:
-    with open("/proc/self/cmdline", "rb") as f:
-        parts = f.read().rstrip(b"\0").split(b"\0")
-    return shlex.join(p.decode(errors="replace") for p in parts)
-
-
 def fs_type(path: str) -> str:
     """The file system type of the mount holding path (longest matching mount point)."""
     best, kind = "", "unknown"
@@ -1119,26 +1056,6 @@ def read_int(path: str) -> int | None:
         with open(path) as f:
             return int(f.read().strip())
     return None
-
-
-def get(*path):
-    def getter(r):
-        for key in path:
-            if not isinstance(r, dict) or key not in r:
-                return None
-            r = r[key]
-        return r
-    return getter
-
-
-def fmt(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
-    return str(value)
 
 
 def ratio(a, b):
@@ -1380,17 +1297,13 @@ def main(argv: list[str]) -> int:
             bindir, digests = snapshot_binaries(args.workdir, need_steps=run_e2e)
         versions.update(peer_versions(args.tools))
         if "python" in args.tools and observer_measurements:
-            versions.update(ensure_venv())
+            versions.update(ensure_python_observer())
     except (BenchError, subprocess.CalledProcessError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "kernel": platform.release(),
-        "cpu": cpu_model(),
-        "cpus": os.cpu_count(),
-        "command": exact_command_line(),
+        **run_meta(),
         "environment": {k: os.environ[k] for k in ("CARGO_TARGET_DIR", "CARGO_BUILD_JOBS")
                         if os.environ.get(k)},
         "python": platform.python_version(),

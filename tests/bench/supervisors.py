@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import datetime
 import json
 import os
 import platform
@@ -32,8 +31,6 @@ import random
 import shlex
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
-REPO = Path(__file__).resolve().parents[2]
-VENV = REPO / "target" / "bench-venv"
+from benchlib import (REPO, VENV, BenchError, ensure_venv, fmt, free_tcp_ports, get, log,
+                      percentile, run_meta)
+
 JSON_OUT = REPO / "target" / "bench-supervisors.json"
 RINGMASTER_BIN = REPO / "target" / "release" / "ringmaster"
 SLEEP_BIN = os.path.realpath(shutil.which("sleep") or "/bin/sleep")
@@ -58,7 +56,6 @@ VENV_REQUIREMENTS = (
     "tornado==6.6.1",
     "psutil==7.2.2",
 )
-VENV_DISTRIBUTIONS = ("circus", "supervisor", "pyzmq", "tornado", "psutil")
 
 TOOLS = ("ringmaster", "circus", "supervisord")
 STARTUP_LAYOUT = (20, 10)  # watchers x processes for metric a
@@ -77,10 +74,6 @@ STOP_TIMEOUT = 40.0
 RANDOM_SEED = 1
 PR_SET_CHILD_SUBREAPER = 36
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-class BenchError(Exception):
-    """A tool could not be prepared or measured; the message says why."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,42 +191,6 @@ def become_subreaper() -> None:
 # Installing the tools
 
 
-def ensure_venv() -> dict[str, str]:
-    """Create target/bench-venv and install the pinned requirements (no-op when present)."""
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        log(f"creating virtualenv {VENV}")
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    if installed_versions(python) != pinned_versions():
-        log("installing " + " ".join(VENV_REQUIREMENTS))
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             *VENV_REQUIREMENTS],
-            check=True,
-        )
-    versions = installed_versions(python)
-    if versions != pinned_versions():
-        raise BenchError(f"venv has {versions}, wanted {pinned_versions()}")
-    return versions
-
-
-def pinned_versions() -> dict[str, str]:
-    return dict(req.split("==") for req in VENV_REQUIREMENTS)
-
-
-def installed_versions(python: Path) -> dict[str, str]:
-    code = (
-        "import json, importlib.metadata as m\n"
-        "out = {}\n"
-        f"for name in {list(VENV_DISTRIBUTIONS)!r}:\n"
-        "    try: out[name] = m.version(name)\n"
-        "    except m.PackageNotFoundError: pass\n"
-        "print(json.dumps(out))\n"
-    )
-    run = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(run.stdout)
-
-
 def ensure_ringmaster(build: bool) -> dict[str, str]:
     if build:
         log("cargo build --release -p ringmaster")
@@ -256,19 +213,6 @@ def ensure_ringmaster(build: bool) -> dict[str, str]:
 
 # --------------------------------------------------------------------------------------------
 # Per-tool configuration and command line
-
-
-def free_tcp_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def circus_watchers_ini(watchers: int, procs: int) -> str:
@@ -560,19 +504,11 @@ def measure_respawn(running: Running, kills: int, rng: random.Random) -> dict:
     return {
         "kills": kills,
         "timeouts": timeouts,
-        "p50_ms": percentile(samples_ms, 50),
-        "p99_ms": percentile(samples_ms, 99),
+        "p50_ms": percentile(samples_ms, 50, digits=2),
+        "p99_ms": percentile(samples_ms, 99, digits=2),
         "max_ms": round(max(samples_ms), 2) if samples_ms else None,
         "samples_ms": [round(s, 2) for s in samples_ms],
     }
-
-
-def percentile(samples: list[float], pct: int) -> float | None:
-    if not samples:
-        return None
-    if len(samples) == 1:
-        return round(samples[0], 2)
-    return round(statistics.quantiles(samples, n=100, method="inclusive")[pct - 1], 2)
 
 
 def bench_tool(tool: Tool, args: argparse.Namespace, rng: random.Random) -> dict:
@@ -610,32 +546,8 @@ def bench_tool(tool: Tool, args: argparse.Namespace, rng: random.Random) -> dict
 # Report
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def exact_command_line() -> str:
-    with open("/proc/self/cmdline", "rb") as f:
-        parts = f.read().rstrip(b"\0").split(b"\0")
-    return shlex.join(p.decode(errors="replace") for p in parts)
-
-
 def table_rows(results: dict, args: argparse.Namespace) -> list[tuple[str, Callable]]:
     """(label, value getter) per metric row."""
-    def get(*path):
-        def getter(r):
-            for key in path:
-                if not isinstance(r, dict) or key not in r:
-                    return None
-                r = r[key]
-            return r
-        return getter
-
     n_start = STARTUP_LAYOUT[0] * STARTUP_LAYOUT[1]
     n_steady = STEADY_LAYOUT[0] * STEADY_LAYOUT[1]
     return [
@@ -651,14 +563,6 @@ def table_rows(results: dict, args: argparse.Namespace) -> list[tuple[str, Calla
          get("idle_cpu", "schedstat_cpu_ms")),
         ("processes leaked after stop", get("leaked")),
     ]
-
-
-def fmt(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
-    return str(value)
 
 
 def markdown_report(meta: dict, results: dict, args: argparse.Namespace) -> str:
@@ -682,10 +586,6 @@ def markdown_report(meta: dict, results: dict, args: argparse.Namespace) -> str:
         if tool in results and "error" in results[tool]:
             lines.append(f"\n{tool}: ERROR {results[tool]['error']}")
     return "\n".join(lines) + "\n"
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -717,7 +617,7 @@ def prepare(args: argparse.Namespace) -> dict[str, str]:
     if "ringmaster" in args.tools:
         versions.update(ensure_ringmaster(build=not args.no_build))
     if "circus" in args.tools or "supervisord" in args.tools:
-        versions.update(ensure_venv())
+        versions.update(ensure_venv(VENV_REQUIREMENTS))
     return versions
 
 
@@ -734,11 +634,7 @@ def main(argv: list[str]) -> int:
 
     become_subreaper()
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "kernel": platform.release(),
-        "cpu": cpu_model(),
-        "cpus": os.cpu_count(),
-        "command": exact_command_line(),
+        **run_meta(),
         "python": platform.python_version(),
         "versions": versions,
         "sleep": SLEEP_BIN,
