@@ -584,7 +584,8 @@ fn hard_links_of_one_file_in_two_steps_are_processed_by_both() {
     let cmd = sh(&format!(r#"sleep 0.5; echo "$IRONWORK_STEP" >> {}"#, out.display()));
     h.spawn(&run_args("p", &["--step", "a"], &cmd));
     h.spawn(&run_args("p", &["--step", "b"], &cmd));
-    assert!(wait_for(DEADLINE, || std::fs::read_to_string(&out).is_ok_and(|s| s.lines().count() == 2)));
+    assert!(wait_for(DEADLINE, || std::fs::read_to_string(&out)
+        .is_ok_and(|s| s.lines().count() == 2)));
     assert!(wait_for(DEADLINE, || h.files(&h.data.join("tmp/p.a")).is_empty()
         && h.files(&h.data.join("tmp/p.b")).is_empty()));
 }
