@@ -1,0 +1,13 @@
+//! ironwork (the module): what turns a runtime home and its plugins into a running stack.
+//!
+//! - [`home`]: the runtime home layout (`$IRONWORK_HOME`) and `ironwork init`.
+//! - [`settings`]: `config/ironwork.ini`, the module's own settings.
+//! - [`plugin`]: `plugins/<name>/config.ini` (steps, switch rules, extra daemons, collections,
+//!   reflections) with the admin overrides in `config/plugins/<name>.ini`, parsed and validated.
+//! - [`generate`]: settings + plugins → `tmp/config_auto/` (ringmaster.ini,
+//!   directory_observer.ini, switch_rules.ini), byte-identical for the same input.
+
+pub mod generate;
+pub mod home;
+pub mod plugin;
+pub mod settings;
