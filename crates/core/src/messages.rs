@@ -33,6 +33,9 @@ pub mod names {
     /// Sorted set (score = epoch seconds) of undelivered batches.
     pub const METRICS_UNSENT: &str = "metrics.unsent";
 
+    /// String key: conf_monitor's last verdict, `{"ok", "time", "errors", "changed"}` (JSON).
+    pub const CONF_MONITOR_STATUS: &str = "conf_monitor.status";
+
     /// `step.<plugin>.<step>`, the queue (and directory suffix) of one plugin step.
     pub fn step_queue(plugin: &str, step: &str) -> String {
         format!("{STEP_PREFIX}.{plugin}.{step}")

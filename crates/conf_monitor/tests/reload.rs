@@ -1,0 +1,74 @@
+//! conf_monitor against a real Redis and a temporary home: edits regenerate the files and
+//! reach ringmaster's control queue; a broken edit changes nothing and is reported.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ironwork::home::Home;
+use ironwork_core::{CancellationToken, Redis};
+use ironwork_test_support::RedisServer;
+
+const PLUGIN: &str = "[step_main]\ncmd_and_args = /bin/cat\nnumprocesses = 1\n";
+
+fn write(path: &Path, text: &str) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    std::fs::write(path, text).expect("write");
+}
+
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn edits_are_regenerated_announced_and_broken_ones_refused() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = Home::init(&dir.path().join("home")).expect("init");
+    write(&home.plugin_dir("demo").join("config.ini"), PLUGIN);
+    let redis = Redis::open(&server.url()).expect("redis");
+    let token = CancellationToken::new();
+    let options = conf_monitor::Options {
+        bin_dir: "/opt/ironwork/bin".into(),
+        poll: Duration::from_millis(50),
+        quiet: Duration::from_millis(200),
+    };
+    let task = tokio::spawn(conf_monitor::run(Home::new(&home.root), redis, options, token.clone()));
+    let ini = home.ringmaster_ini();
+    let control = || server.cli(&["LRANGE", "ringmaster.control", "0", "-1"]);
+    let status = || server.cli(&["GET", "conf_monitor.status"]);
+
+    // First look: everything generated, ringmaster told to reload, the observer to re-read.
+    until("first generation", || control().contains("reloadconfig") && control().contains("\"HUP\"")).await;
+    assert!(std::fs::read_to_string(&ini).is_ok_and(|t| t.contains("[watcher:step.demo.main]")));
+    assert!(status().contains("\"ok\":true"), "{}", status());
+
+    // numprocesses 1 → 3: one more reloadconfig, the new value in the generated file.
+    server.cli(&["DEL", "ringmaster.control"]);
+    write(&home.plugin_dir("demo").join("config.ini"), &PLUGIN.replace("numprocesses = 1", "numprocesses = 3"));
+    until("regeneration", || control().contains("reloadconfig")).await;
+    let text = std::fs::read_to_string(&ini).unwrap_or_default();
+    assert!(text.contains("numprocesses = 3"), "{text}");
+    assert!(!control().contains("\"HUP\""), "the observer's file did not change: {}", control());
+
+    // A broken edit: nothing regenerated, nothing announced, the errors published.
+    server.cli(&["DEL", "ringmaster.control"]);
+    write(&home.plugin_dir("demo").join("config.ini"), "[step_main]\nnumprocesses = many\n");
+    until("refusal", || status().contains("\"ok\":false")).await;
+    let s = status();
+    assert!(s.contains("numprocesses") && s.contains("cmd_and_args"), "every error listed: {s}");
+    assert_eq!(std::fs::read_to_string(&ini).unwrap_or_default(), text, "the last good files stay");
+    assert!(control().trim().is_empty(), "nothing announced: {}", control());
+
+    // Fixed again: accepted.
+    write(&home.plugin_dir("demo").join("config.ini"), PLUGIN);
+    until("acceptance", || status().contains("\"ok\":true")).await;
+
+    token.cancel();
+    task.await.expect("join").expect("conf_monitor ran cleanly");
+}

@@ -1,0 +1,125 @@
+//! The `ironwork` command line: `init`, `generate`, `start`, `stop`, `status`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ironwork_core::config::parse_duration;
+
+use crate::home::Home;
+
+/// `ironwork`: set up and run a runtime home.
+#[derive(Debug, Parser)]
+#[command(name = "ironwork", version, about = "Set up and run an ironwork runtime home")]
+pub struct Cli {
+    /// The runtime home [default: $IRONWORK_HOME].
+    #[arg(long, global = true)]
+    pub home: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a runtime home with a commented config/ironwork.ini.
+    Init {
+        /// Where (created if missing).
+        dir: PathBuf,
+    },
+    /// Generate tmp/config_auto/ from config/ and plugins/ (refused with every error listed).
+    Generate,
+    /// Generate, start ringmaster in the background, wait for every watcher, print the status.
+    Start {
+        /// Give up waiting after this long.
+        #[arg(long, default_value = "60", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Stop everything in order (steps first, Redis last).
+    Stop {
+        /// Give up waiting after this long.
+        #[arg(long, default_value = "120", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Watchers, queue depths, the configuration's state, recent errors; exit 1 when something
+    /// is down or the configuration was refused.
+    Status,
+}
+
+/// Where the ironwork binaries are: `[binaries] dir`, else beside this executable.
+fn bin_dir(settings: &crate::settings::Settings) -> PathBuf {
+    settings.binaries_dir.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/usr/local/bin"))
+    })
+}
+
+fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
+    match cli_home {
+        Some(h) => Ok(Home::new(h)),
+        None => Home::from_env().context("give --home or set IRONWORK_HOME"),
+    }
+}
+
+/// Generate the home's configuration; returns whether a file changed.
+pub fn generate(home: &Home) -> anyhow::Result<(bool, PathBuf)> {
+    let settings = crate::settings::Settings::load(home).map_err(|e| anyhow::anyhow!("configuration refused:\n{e}"))?;
+    let (plugins, errors) = crate::plugin::load_all(home);
+    if !errors.is_empty() {
+        anyhow::bail!("plugins refused:\n{errors}");
+    }
+    let bin = bin_dir(&settings);
+    let generated = crate::generate::generate(home, &settings, &plugins, &bin);
+    let changed = generated.write(home)?;
+    Ok((changed, bin))
+}
+
+/// Run a parsed command line; returns the process exit code.
+pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Init { dir } => {
+            let home = Home::init(&dir)?;
+            println!("runtime home ready: {}", home.root.display());
+            println!("edit {} then run: ironwork --home {} start", home.ironwork_ini().display(), home.root.display());
+            Ok(0)
+        }
+        Command::Generate => {
+            let home = home(cli.home)?;
+            let (changed, _) = generate(&home)?;
+            println!(
+                "{} {}",
+                home.config_auto_dir().display(),
+                if changed { "updated" } else { "unchanged" }
+            );
+            Ok(0)
+        }
+        Command::Start { timeout } => {
+            let home = home(cli.home)?;
+            generate(&home)?;
+            let settings = crate::settings::Settings::load(&home).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let ringmaster = bin_dir(&settings).join("ringmaster");
+            let report = crate::lifecycle::start(&home, &ringmaster, &home.ringmaster_ini(), timeout).await?;
+            print!("{report}");
+            Ok(if report.healthy() { 0 } else { 1 })
+        }
+        Command::Stop { timeout } => {
+            let home = home(cli.home)?;
+            if crate::lifecycle::stop(&home, timeout).await? {
+                println!("stopped");
+            } else {
+                println!("ringmaster was not running");
+            }
+            Ok(0)
+        }
+        Command::Status => {
+            let home = home(cli.home)?;
+            let report = crate::lifecycle::status(&home).await?;
+            print!("{report}");
+            Ok(if report.healthy() { 0 } else { 1 })
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Running a home's stack: `start` (ringmaster in the background on the generated
+//! configuration, waited for until every watcher is up), `stop` (ringmaster's ordered `quit`:
+//! steps first, Redis last) and `status` (watchers, queue depths, conf_monitor's verdict,
+//! recent errors), all through ringmaster's control socket and Redis.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use ironwork_core::messages::names;
+use ringmaster::control::Client;
+use serde_json::{Map, Value};
+
+use crate::home::Home;
+
+/// One watcher as ringmaster reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatcherState {
+    /// Watcher name.
+    pub name: String,
+    /// `active`, `stopped`, `backoff`, … (ringmaster's words).
+    pub status: String,
+    /// Live processes.
+    pub processes: u64,
+    /// Wanted processes.
+    pub numprocesses: u64,
+    /// Restarts since start.
+    pub restarts: u64,
+}
+
+impl WatcherState {
+    /// Whether it runs everything it should.
+    pub fn is_up(&self) -> bool {
+        self.status == "active" && self.processes >= self.numprocesses
+    }
+}
+
+/// One step queue's depths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// `step.<plugin>.<step>`.
+    pub queue: String,
+    /// Waiting messages.
+    pub waiting: u64,
+    /// Messages held by workers.
+    pub in_flight: u64,
+    /// Dead letters.
+    pub dead: u64,
+}
+
+/// What `ironwork status` prints.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Watchers, in ringmaster's order; empty when ringmaster is not running.
+    pub watchers: Vec<WatcherState>,
+    /// Whether ringmaster answered.
+    pub running: bool,
+    /// Step queues, by name.
+    pub queues: Vec<QueueDepth>,
+    /// conf_monitor's last verdict (`conf_monitor.status`), if any.
+    pub conf_monitor: Option<Value>,
+    /// The last error lines of the daemons' logs.
+    pub recent_errors: Vec<String>,
+}
+
+impl Report {
+    /// Everything runs and the configuration was accepted.
+    pub fn healthy(&self) -> bool {
+        self.running
+            && self.watchers.iter().all(WatcherState::is_up)
+            && self
+                .conf_monitor
+                .as_ref()
+                .is_none_or(|s| s.get("ok").and_then(Value::as_bool).unwrap_or(true))
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.running {
+            writeln!(f, "ringmaster is not running")?;
+        } else {
+            writeln!(f, "{:<40} {:<9} {:>9} {:>8}", "WATCHER", "STATUS", "PROCESSES", "RESTARTS")?;
+            for w in &self.watchers {
+                let procs = format!("{}/{}", w.processes, w.numprocesses);
+                writeln!(f, "{:<40} {:<9} {:>9} {:>8}", w.name, w.status, procs, w.restarts)?;
+            }
+        }
+        if !self.queues.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "{:<40} {:>9} {:>9} {:>6}", "QUEUE", "WAITING", "IN FLIGHT", "DEAD")?;
+            for q in &self.queues {
+                writeln!(f, "{:<40} {:>9} {:>9} {:>6}", q.queue, q.waiting, q.in_flight, q.dead)?;
+            }
+        }
+        if let Some(s) = &self.conf_monitor {
+            let ok = s.get("ok").and_then(Value::as_bool).unwrap_or(true);
+            writeln!(f)?;
+            if ok {
+                writeln!(f, "configuration: accepted")?;
+            } else {
+                writeln!(f, "configuration: REFUSED (the last good one keeps running)")?;
+                for e in s.get("errors").and_then(Value::as_array).into_iter().flatten() {
+                    writeln!(f, "  {}", e.as_str().unwrap_or_default())?;
+                }
+            }
+        }
+        if !self.recent_errors.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "recent errors:")?;
+            for e in &self.recent_errors {
+                writeln!(f, "  {e}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn call(home: &Home, command: &str, properties: Map<String, Value>) -> anyhow::Result<Map<String, Value>> {
+    let mut client = Client::connect(&home.ringmaster_socket()).await?;
+    let reply = tokio::time::timeout(Duration::from_secs(30), client.call(command, properties))
+        .await
+        .context("ringmaster did not answer within 30 s")??;
+    if reply.status != "ok" {
+        anyhow::bail!("{command}: {}", reply.reason.as_deref().unwrap_or("refused"));
+    }
+    Ok(reply.body)
+}
+
+/// The watchers ringmaster runs, or `None` when it does not answer.
+pub async fn watchers(home: &Home) -> Option<Vec<WatcherState>> {
+    let body = call(home, "status", Map::new()).await.ok()?;
+    let details = body.get("details")?.as_object()?;
+    let order = body.get("statuses")?.as_object()?;
+    let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Some(
+        order
+            .keys()
+            .filter_map(|name| {
+                let d = details.get(name)?;
+                Some(WatcherState {
+                    name: name.clone(),
+                    status: d.get("status").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    processes: n(d, "processes"),
+                    numprocesses: n(d, "numprocesses"),
+                    restarts: n(d, "restarts"),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Start ringmaster on `ringmaster_ini` in the background (its own session, output to
+/// `log/ringmaster.log`) unless it already runs, then wait up to `timeout` for every watcher.
+pub async fn start(home: &Home, ringmaster: &Path, ringmaster_ini: &Path, timeout: Duration) -> anyhow::Result<Report> {
+    if watchers(home).await.is_none() {
+        let log_dir = home.log_dir();
+        std::fs::create_dir_all(&log_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir.join("ringmaster.log"))
+            .with_context(|| format!("cannot open {}", log_dir.join("ringmaster.log").display()))?;
+        let mut cmd = Command::new(ringmaster);
+        cmd.arg("--log-format")
+            .arg("json")
+            .arg(ringmaster_ini)
+            .env("IRONWORK_HOME", &home.root)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        cmd.spawn()
+            .with_context(|| format!("cannot start {}", ringmaster.display()))?;
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(ws) = watchers(home).await {
+            if !ws.is_empty() && ws.iter().all(WatcherState::is_up) {
+                return status(home).await;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let report = status(home).await?;
+            anyhow::bail!("not every watcher came up within {}s:\n{report}", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stop everything in order and wait up to `timeout` for ringmaster to be gone.
+pub async fn stop(home: &Home, timeout: Duration) -> anyhow::Result<bool> {
+    if watchers(home).await.is_none() {
+        return Ok(false);
+    }
+    call(home, "quit", Map::new()).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if Client::connect(&home.ringmaster_socket()).await.is_err() {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("ringmaster still answers {}s after quit", timeout.as_secs())
+}
+
+/// Watchers, queue depths, conf_monitor's verdict and recent errors.
+pub async fn status(home: &Home) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    if let Some(ws) = watchers(home).await {
+        report.running = true;
+        report.watchers = ws;
+    }
+    if report.running {
+        if let Ok(Ok((queues, conf))) = tokio::time::timeout(Duration::from_secs(5), redis_view(home)).await {
+            report.queues = queues;
+            report.conf_monitor = conf;
+        }
+    }
+    report.recent_errors = recent_errors(&home.log_dir(), 5);
+    Ok(report)
+}
+
+async fn redis_view(home: &Home) -> anyhow::Result<(Vec<QueueDepth>, Option<Value>)> {
+    let url = format!("unix://{}", home.redis_socket().display());
+    let client = redis::Client::open(url.as_str())?;
+    let mut c = client.get_multiplexed_async_connection().await?;
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("step.*")
+            .arg("TYPE")
+            .arg("list")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut c)
+            .await?;
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    keys.sort();
+    let mut queues: Vec<QueueDepth> = Vec::new();
+    for k in keys.iter().filter(|k| !k.contains(".processing.") && !k.ends_with(".dead")) {
+        let waiting: u64 = redis::cmd("LLEN").arg(k).query_async(&mut c).await?;
+        let dead: u64 = redis::cmd("LLEN").arg(names::dead(k)).query_async(&mut c).await?;
+        let mut in_flight = 0;
+        let prefix = names::processing(k, "");
+        for p in keys.iter().filter(|p| p.starts_with(&prefix)) {
+            let n: u64 = redis::cmd("LLEN").arg(p).query_async(&mut c).await?;
+            in_flight += n;
+        }
+        queues.push(QueueDepth {
+            queue: k.clone(),
+            waiting,
+            in_flight,
+            dead,
+        });
+    }
+    let conf: Option<String> = redis::cmd("GET").arg(names::CONF_MONITOR_STATUS).query_async(&mut c).await?;
+    Ok((queues, conf.and_then(|s| serde_json::from_str(&s).ok())))
+}
+
+/// The last `n` error lines across the JSON logs in `dir` (the end of each file only).
+pub fn recent_errors(dir: &Path, n: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut found: Vec<(String, String)> = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "log") {
+            continue;
+        }
+        let Ok(mut f) = std::fs::File::open(&path) else { continue };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+        let mut text = String::new();
+        if f.read_to_string(&mut text).is_err() {
+            continue;
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains("\"level\":\"error\"")) {
+            let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+            let ts = v.get("timestamp").and_then(Value::as_str).unwrap_or_default().to_string();
+            let mut shown = String::new();
+            let _ = write!(
+                shown,
+                "{ts} {name}: {}",
+                v.get("event").and_then(Value::as_str).unwrap_or(line)
+            );
+            if let Some(err) = v.get("error").and_then(Value::as_str) {
+                let _ = write!(shown, ": {err}");
+            }
+            found.push((ts, shown));
+        }
+    }
+    found.sort();
+    found.into_iter().rev().take(n).rev().map(|(_, s)| s).collect()
+}
