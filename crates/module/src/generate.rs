@@ -519,3 +519,49 @@ fn switch_rules_ini(home: &Home, plugins: &[&Plugin]) -> String {
 fn rel(home: &Home, p: &Path) -> String {
     p.strip_prefix(&home.root).unwrap_or(p).display().to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::Plugin;
+
+    #[test]
+    fn merged_switch_sections_never_collide() {
+        assert_eq!(
+            merged_switch_section_name("a", "switch_rules:fnmatch:t"),
+            "switch_rules_a:fnmatch:t"
+        );
+        assert_eq!(
+            merged_switch_section_name("a", "switch_rules_b:fnmatch:t"),
+            "switch_rules_a._b:fnmatch:t"
+        );
+        assert_ne!(
+            merged_switch_section_name("a", "switch_rules_b:alwaystrue"),
+            merged_switch_section_name("a_b", "switch_rules:alwaystrue")
+        );
+    }
+
+    #[test]
+    fn observer_section_names_stay_unique() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let home = Home::new(tmp.path());
+        let mut plugins = Vec::new();
+        for (name, step) in [("a_b", "c"), ("a", "b_c")] {
+            let dir = home.plugin_dir(name);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::fs::write(dir.join("config.ini"), format!("[step_{step}]\ncmd_and_args = true\n")).expect("write");
+            plugins.push(Plugin::load(&dir, None).expect("load"));
+        }
+        let g = generate(&home, &Settings::default(), &plugins, Path::new("/bin"));
+        assert!(g.directory_observer_ini.contains("[step_a_b_c]\n"));
+        assert!(g.directory_observer_ini.contains("[step.a_b.c]\n"));
+    }
+
+    #[test]
+    fn durations_are_plain_seconds_when_whole() {
+        assert_eq!(secs(Duration::from_secs(90)), "90");
+        assert_eq!(secs(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote(""), "''");
+    }
+}

@@ -491,3 +491,32 @@ fn http_url(v: &str) -> Result<String, String> {
     }
     Ok(v.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_urls() {
+        let tcp = |h: &str, p| {
+            Ok(RedisTarget::Tcp {
+                host: h.into(),
+                port: p,
+            })
+        };
+        assert_eq!(parse_redis_url("redis://h"), tcp("h", 6379));
+        assert_eq!(parse_redis_url("redis://:pw@h:7000/2"), tcp("h", 7000));
+        assert_eq!(parse_redis_url("redis://[::1]:7001"), tcp("::1", 7001));
+        assert_eq!(
+            parse_redis_url("unix:///run/r.sock"),
+            Ok(RedisTarget::Unix("/run/r.sock".into()))
+        );
+        assert_eq!(
+            parse_redis_url("redis+unix:///run/r.sock"),
+            Ok(RedisTarget::Unix("/run/r.sock".into()))
+        );
+        assert!(parse_redis_url("unix://relative.sock").is_err());
+        assert!(parse_redis_url("redis://h:port").is_err());
+        assert!(parse_redis_url("rediss://h").is_err());
+    }
+}
