@@ -1,1 +1,522 @@
-//! (being written)
+//! `config/ironwork.ini`: the module's own settings (Redis, which daemons run, the switch, the
+//! garbage collector, where the binaries are, and the sink endpoints later daemons use).
+//!
+//! Strict: an unknown section or key is an error, and every error is reported at once with its
+//! file, line, section and key. A missing file means every default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ironwork_core::config::{parse_bytes, ConfigError, ConfigErrors, Report, SectionReader, UnknownKeys};
+use ironwork_core::ini::Ini;
+
+use crate::home::Home;
+
+/// What `ironwork init` writes: every key with its default and what it means.
+pub const DEFAULT_IRONWORK_INI: &str = "\
+# ironwork module settings. Every key is shown with its default; docs/module.md has the details.
+# After an edit, conf_monitor regenerates tmp/config_auto/ and ringmaster reloads.
+
+[redis]
+# Redis used for every queue. Empty: ringmaster runs its own redis-server on var/redis.sock.
+# Otherwise redis://host:port, unix:///path/to/redis.sock or redis+unix:///path.
+url =
+# Memory cap of the managed Redis (it refuses writes when full: queues are never evicted).
+maxmemory = 2gb
+
+[daemons]
+# Which daemons ringmaster runs (true/false).
+# directory_observer: queues files landing in var/in/incoming and in each step directory.
+directory_observer = true
+# conf_monitor: regenerates tmp/config_auto/ when this file or a plugin changes.
+conf_monitor = true
+# jsonlog2es: ships JSON-lines logs to Elasticsearch ([elasticsearch] url).
+jsonlog2es = false
+# mflog2mfadmin: ships the daemons' own logs to the admin Elasticsearch.
+mflog2mfadmin = false
+# collector: runs the plugins' collections.
+collector = false
+# reflector: runs the plugins' reflections and sends metrics.
+reflector = false
+# gc: removes old files from var/in/trash/ and abandoned ones from var/in/tmp/.
+gc = true
+
+[switch]
+# What the switch does with a file no rule matches: delete, or keep (in var/in/trash/).
+no_match_policy = delete
+# How many switch workers run.
+numprocesses = 1
+
+[gc]
+# Kept failures in var/in/trash/ are removed after this long.
+trash_max_age = 24h
+# Claimed files nobody holds in var/in/tmp/ are moved to the trash after this long.
+tmp_max_age = 1h
+# Time between two passes.
+every = 5m
+
+[binaries]
+# Directory holding ringmaster, step, directory_observer, conf_monitor, ...
+# Empty: the directory of the running ironwork executable.
+dir =
+
+[elasticsearch]
+# Elasticsearch for jsonlog2es/mflog2mfadmin, e.g. http://127.0.0.1:9200 (empty: none).
+url =
+
+[influxdb]
+# InfluxDB the reflector sends metrics to, e.g. http://127.0.0.1:8086 (empty: none).
+url =
+# Its database.
+database =
+
+[zabbix]
+# Zabbix server the reflector sends to (empty: none).
+server =
+# Its trapper port.
+port = 10051
+";
+
+/// The sections `ironwork.ini` may have.
+const SECTIONS: &[&str] = &[
+    "redis",
+    "daemons",
+    "switch",
+    "gc",
+    "binaries",
+    "elasticsearch",
+    "influxdb",
+    "zabbix",
+];
+
+/// Default `[redis] maxmemory`: 2 GiB.
+pub const DEFAULT_MAXMEMORY: u64 = 2 << 30;
+
+/// The whole validated `ironwork.ini`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Settings {
+    /// `[redis]`.
+    pub redis: RedisSettings,
+    /// `[daemons]`.
+    pub daemons: Daemons,
+    /// `[switch]`.
+    pub switch: SwitchSettings,
+    /// `[gc]`.
+    pub gc: GcSettings,
+    /// `[binaries]`.
+    pub binaries: Binaries,
+    /// `[elasticsearch]`.
+    pub elasticsearch: Elasticsearch,
+    /// `[influxdb]`.
+    pub influxdb: Influxdb,
+    /// `[zabbix]`.
+    pub zabbix: Zabbix,
+}
+
+/// `[redis]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisSettings {
+    /// `url`: an external Redis; `None` = managed by ringmaster on `var/redis.sock`.
+    pub url: Option<String>,
+    /// `maxmemory` of the managed Redis, in bytes.
+    pub maxmemory: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            maxmemory: DEFAULT_MAXMEMORY,
+        }
+    }
+}
+
+/// Where the queues' Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// A unix socket.
+    Unix(PathBuf),
+    /// A TCP server.
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+impl RedisSettings {
+    /// Whether ringmaster runs the Redis (no `url`).
+    pub fn managed(&self) -> bool {
+        self.url.is_none()
+    }
+
+    /// Where Redis is for a stack in `home`.
+    pub fn target(&self, home: &Home) -> RedisTarget {
+        match self.url.as_deref().map(parse_redis_url) {
+            Some(Ok(t)) => t,
+            // Validated when loaded; a hand-built invalid url falls back to the managed socket.
+            _ => RedisTarget::Unix(home.redis_socket()),
+        }
+    }
+
+    /// The URL daemons are given (`unix://…` for a socket, as `step --redis` documents).
+    pub fn url_for_daemons(&self, home: &Home) -> String {
+        match (&self.url, self.target(home)) {
+            (Some(url), _) => url.clone(),
+            (None, RedisTarget::Unix(p)) => format!("unix://{}", p.display()),
+            (None, RedisTarget::Tcp { host, port }) => format!("redis://{host}:{port}"),
+        }
+    }
+}
+
+/// Parse a Redis URL: `redis://host[:port][/db]`, `unix:///path` or `redis+unix:///path`.
+pub fn parse_redis_url(url: &str) -> Result<RedisTarget, String> {
+    let url = url.trim();
+    if let Some(path) = url
+        .strip_prefix("unix://")
+        .or_else(|| url.strip_prefix("redis+unix://"))
+    {
+        let path = path.split('?').next().unwrap_or_default();
+        if !path.starts_with('/') {
+            return Err("a unix socket URL needs an absolute path (unix:///path/to/redis.sock)".into());
+        }
+        return Ok(RedisTarget::Unix(PathBuf::from(path)));
+    }
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return Err("expected redis://host:port, unix:///path or redis+unix:///path".into());
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let hostport = authority.rsplit('@').next().unwrap_or_default();
+    // `[::1]:6379`: the port follows the closing bracket.
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, "")) => (h, "6379"),
+            Some((h, p)) => (h, p.strip_prefix(':').unwrap_or(p)),
+            None => return Err("unclosed '[' in redis:// URL".into()),
+        },
+        None => hostport.split_once(':').unwrap_or((hostport, "6379")),
+    };
+    if host.is_empty() {
+        return Err("missing host in redis:// URL".into());
+    }
+    let port: u16 = port.parse().map_err(|_| format!("bad port {port:?} in redis:// URL"))?;
+    Ok(RedisTarget::Tcp {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// `[daemons]`: which optional daemons ringmaster runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Daemons {
+    /// `directory_observer` (true).
+    pub directory_observer: bool,
+    /// `conf_monitor` (true).
+    pub conf_monitor: bool,
+    /// `jsonlog2es` (false).
+    pub jsonlog2es: bool,
+    /// `mflog2mfadmin` (false).
+    pub mflog2mfadmin: bool,
+    /// `collector` (false).
+    pub collector: bool,
+    /// `reflector` (false).
+    pub reflector: bool,
+    /// `gc` (true).
+    pub gc: bool,
+}
+
+impl Default for Daemons {
+    fn default() -> Self {
+        Self {
+            directory_observer: true,
+            conf_monitor: true,
+            jsonlog2es: false,
+            mflog2mfadmin: false,
+            collector: false,
+            reflector: false,
+            gc: true,
+        }
+    }
+}
+
+/// What the switch does with a file no rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NoMatchPolicy {
+    /// Remove it.
+    #[default]
+    Delete,
+    /// Keep it in `var/in/trash/switch.nomatch/`.
+    Keep,
+}
+
+impl NoMatchPolicy {
+    /// The spelling `step switch --no-match-policy` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delete => "delete",
+            Self::Keep => "keep",
+        }
+    }
+}
+
+/// `[switch]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchSettings {
+    /// `no_match_policy` (delete).
+    pub no_match_policy: NoMatchPolicy,
+    /// `numprocesses` (1).
+    pub numprocesses: u32,
+}
+
+impl Default for SwitchSettings {
+    fn default() -> Self {
+        Self {
+            no_match_policy: NoMatchPolicy::Delete,
+            numprocesses: 1,
+        }
+    }
+}
+
+/// `[gc]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcSettings {
+    /// `trash_max_age` (24h).
+    pub trash_max_age: Duration,
+    /// `tmp_max_age` (1h).
+    pub tmp_max_age: Duration,
+    /// `every` (5m).
+    pub every: Duration,
+}
+
+impl Default for GcSettings {
+    fn default() -> Self {
+        Self {
+            trash_max_age: Duration::from_secs(24 * 3600),
+            tmp_max_age: Duration::from_secs(3600),
+            every: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[binaries]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Binaries {
+    /// `dir`: where the ironwork binaries are; `None` = the running executable's directory
+    /// (see [`Settings::bin_dir`]).
+    pub dir: Option<PathBuf>,
+}
+
+/// `[elasticsearch]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Elasticsearch {
+    /// `url` (http:// or https://), if any.
+    pub url: Option<String>,
+}
+
+/// `[influxdb]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Influxdb {
+    /// `url` (http:// or https://), if any.
+    pub url: Option<String>,
+    /// `database`, if any.
+    pub database: Option<String>,
+}
+
+/// `[zabbix]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Zabbix {
+    /// `server`, if any.
+    pub server: Option<String>,
+    /// `port` (10051).
+    pub port: u16,
+}
+
+impl Default for Zabbix {
+    fn default() -> Self {
+        Self {
+            server: None,
+            port: 10051,
+        }
+    }
+}
+
+impl Settings {
+    /// Read `config/ironwork.ini` of `home`; a missing file gives the defaults.
+    pub fn load(home: &Home) -> Result<Settings, ConfigErrors> {
+        let path = home.ironwork_ini();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
+            Err(e) => Err(ConfigError::new(&path, format!("cannot read: {e}")).into()),
+        }
+    }
+
+    /// Parse `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Settings, ConfigErrors> {
+        let ini = Ini::parse(path, text)?;
+        let mut report = Report::default();
+        let mut s = Settings::default();
+        for section in &ini.sections {
+            if !SECTIONS.contains(&section.name.as_str()) {
+                report.errors.push(
+                    ConfigError::new(
+                        path,
+                        format!("unknown section (expected one of {})", SECTIONS.join(", ")),
+                    )
+                    .in_section(&section.name)
+                    .at_line(section.line),
+                );
+                continue;
+            }
+            let mut r = report.section(path, section);
+            match section.name.as_str() {
+                "redis" => {
+                    s.redis.url = optional(&mut r, "url", |v| parse_redis_url(v).map(|_| v.to_string()));
+                    s.redis.maxmemory = r.parse_with("maxmemory", DEFAULT_MAXMEMORY, parse_bytes);
+                }
+                "daemons" => {
+                    let d = &mut s.daemons;
+                    d.directory_observer = r.bool("directory_observer", d.directory_observer);
+                    d.conf_monitor = r.bool("conf_monitor", d.conf_monitor);
+                    d.jsonlog2es = r.bool("jsonlog2es", d.jsonlog2es);
+                    d.mflog2mfadmin = r.bool("mflog2mfadmin", d.mflog2mfadmin);
+                    d.collector = r.bool("collector", d.collector);
+                    d.reflector = r.bool("reflector", d.reflector);
+                    d.gc = r.bool("gc", d.gc);
+                }
+                "switch" => {
+                    s.switch.no_match_policy =
+                        r.parse_with("no_match_policy", NoMatchPolicy::Delete, |v| match v.trim() {
+                            "delete" => Ok(NoMatchPolicy::Delete),
+                            "keep" => Ok(NoMatchPolicy::Keep),
+                            _ => Err("expected delete or keep".into()),
+                        });
+                    s.switch.numprocesses = r.parse_with("numprocesses", 1, positive);
+                }
+                "gc" => {
+                    s.gc.trash_max_age = nonzero_duration(&mut r, "trash_max_age", s.gc.trash_max_age);
+                    s.gc.tmp_max_age = nonzero_duration(&mut r, "tmp_max_age", s.gc.tmp_max_age);
+                    s.gc.every = nonzero_duration(&mut r, "every", s.gc.every);
+                }
+                "binaries" => {
+                    s.binaries.dir = r.parse_with("dir", None, |v| {
+                        let p = PathBuf::from(v.trim());
+                        if v.trim().is_empty() {
+                            Ok(None)
+                        } else if p.is_absolute() {
+                            Ok(Some(p))
+                        } else {
+                            Err("expected an absolute directory".into())
+                        }
+                    });
+                }
+                "elasticsearch" => {
+                    s.elasticsearch.url = optional(&mut r, "url", http_url);
+                }
+                "influxdb" => {
+                    s.influxdb.url = optional(&mut r, "url", http_url);
+                    s.influxdb.database = optional(&mut r, "database", |v| Ok(v.to_string()));
+                }
+                "zabbix" => {
+                    s.zabbix.server = optional(&mut r, "server", |v| {
+                        if v.contains(char::is_whitespace) {
+                            Err("expected a host name or address".into())
+                        } else {
+                            Ok(v.to_string())
+                        }
+                    });
+                    s.zabbix.port = r.parse_with("port", 10051, |v| match v.trim().parse::<u16>() {
+                        Ok(0) | Err(_) => Err("expected a port (1-65535)".into()),
+                        Ok(p) => Ok(p),
+                    });
+                }
+                _ => {}
+            }
+            r.finish(UnknownKeys::Error);
+        }
+        report.finish(s)
+    }
+
+    /// Where the ironwork binaries are: `[binaries] dir`, else the running executable's directory.
+    pub fn bin_dir(&self) -> std::io::Result<PathBuf> {
+        if let Some(dir) = &self.binaries.dir {
+            return Ok(dir.clone());
+        }
+        let exe = std::env::current_exe()?;
+        exe.parent()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| std::io::Error::other(format!("{} has no parent directory", exe.display())))
+    }
+}
+
+fn positive(v: &str) -> Result<u32, String> {
+    match v.trim().parse::<u32>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("expected a positive integer: {e}")),
+    }
+}
+
+fn nonzero_duration(r: &mut SectionReader<'_>, key: &str, default: Duration) -> Duration {
+    r.parse_with(key, default, |v| {
+        let d = ironwork_core::config::parse_duration(v)?;
+        if d.is_zero() {
+            Err("must be longer than 0".into())
+        } else {
+            Ok(d)
+        }
+    })
+}
+
+/// An optional value: absent or empty is `None`.
+fn optional<T>(r: &mut SectionReader<'_>, key: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+    r.parse_with(key, None, |v| {
+        let v = v.trim();
+        if v.is_empty() {
+            Ok(None)
+        } else {
+            parse(v).map(Some)
+        }
+    })
+}
+
+fn http_url(v: &str) -> Result<String, String> {
+    let rest = v
+        .strip_prefix("http://")
+        .or_else(|| v.strip_prefix("https://"))
+        .ok_or("expected an http:// or https:// URL")?;
+    if rest.is_empty() || rest.starts_with('/') || v.contains(char::is_whitespace) {
+        return Err("expected an http:// or https:// URL with a host".into());
+    }
+    Ok(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_urls() {
+        let tcp = |h: &str, p| {
+            Ok(RedisTarget::Tcp {
+                host: h.into(),
+                port: p,
+            })
+        };
+        assert_eq!(parse_redis_url("redis://h"), tcp("h", 6379));
+        assert_eq!(parse_redis_url("redis://:pw@h:7000/2"), tcp("h", 7000));
+        assert_eq!(parse_redis_url("redis://[::1]:7001"), tcp("::1", 7001));
+        assert_eq!(
+            parse_redis_url("unix:///run/r.sock"),
+            Ok(RedisTarget::Unix("/run/r.sock".into()))
+        );
+        assert_eq!(
+            parse_redis_url("redis+unix:///run/r.sock"),
+            Ok(RedisTarget::Unix("/run/r.sock".into()))
+        );
+        assert!(parse_redis_url("unix://relative.sock").is_err());
+        assert!(parse_redis_url("redis://h:port").is_err());
+        assert!(parse_redis_url("rediss://h").is_err());
+    }
+}

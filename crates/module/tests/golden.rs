@@ -1,0 +1,190 @@
+//! The generated configuration of a fixture home (two plugins, one with an admin override),
+//! compared byte for byte with the files under `tests/golden/expected/`, and loaded by the
+//! daemons that read it. `IRONWORK_BLESS=1 cargo test -p ironwork --test golden` rewrites the
+//! expected files after an intended change.
+
+use std::path::{Path, PathBuf};
+
+use ironwork::generate::{generate, Generated};
+use ironwork::home::Home;
+use ironwork::plugin::{load_all, Plugin};
+use ironwork::settings::Settings;
+
+const BIN_DIR: &str = "/opt/ironwork/bin";
+const HOME_PLACEHOLDER: &str = "@HOME@";
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn load(home: &Home) -> (Settings, Vec<Plugin>) {
+    let settings = Settings::load(home).expect("fixture settings load");
+    let (plugins, errors) = load_all(home);
+    assert!(errors.is_empty(), "fixture plugins have errors:\n{errors}");
+    (settings, plugins)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn generated_files_match_the_golden_files() {
+    let home = Home::new(golden_dir().join("home"));
+    let (settings, plugins) = load(&home);
+    assert_eq!(
+        plugins.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["archive", "demo"]
+    );
+    let generated = generate(&home, &settings, &plugins, Path::new(BIN_DIR));
+    let root = home.root.display().to_string();
+    let bless = std::env::var_os("IRONWORK_BLESS").is_some_and(|v| v == "1");
+    let expected_dir = golden_dir().join("expected");
+    let mut mismatches = Vec::new();
+    for (name, text) in [
+        ("ringmaster.ini", &generated.ringmaster_ini),
+        ("directory_observer.ini", &generated.directory_observer_ini),
+        ("switch_rules.ini", &generated.switch_rules_ini),
+    ] {
+        let actual = text.replace(&root, HOME_PLACEHOLDER);
+        let path = expected_dir.join(name);
+        if bless {
+            std::fs::create_dir_all(&expected_dir).expect("mkdir expected");
+            std::fs::write(&path, &actual).expect("bless");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with IRONWORK_BLESS=1 to create it)", path.display()));
+        if expected != actual {
+            mismatches.push(format!(
+                "--- {name} expected\n{expected}\n--- {name} generated\n{actual}"
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "generated files differ from the golden files (IRONWORK_BLESS=1 rewrites them):\n{}",
+        mismatches.join("\n")
+    );
+}
+
+#[test]
+fn generated_files_load_in_ringmaster_directory_observer_and_the_switch() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    copy_tree(&golden_dir().join("home"), tmp.path());
+    let home = Home::new(tmp.path());
+    let (settings, plugins) = load(&home);
+    let generated = generate(&home, &settings, &plugins, Path::new(BIN_DIR));
+    assert!(generated.write(&home).expect("write"), "first write changes the files");
+    assert!(
+        !generated.write(&home).expect("rewrite"),
+        "same content: nothing rewritten"
+    );
+
+    let rm = ringmaster::config::Config::load(&home.ringmaster_ini())
+        .unwrap_or_else(|e| panic!("ringmaster refuses the generated file:\n{e}"));
+    assert!(rm.warnings.is_empty(), "ringmaster warnings: {:?}", rm.warnings);
+    let names: Vec<&str> = rm.watchers.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "redis",
+            "directory_observer",
+            "conf_monitor",
+            "jsonlog2es",
+            "gc",
+            "step.switch.main",
+            "step.archive.failed",
+            "step.archive.main",
+            "extra_daemon.archive.web",
+            "step.demo.main",
+        ]
+    );
+    let main = rm.watcher("step.archive.main").expect("archive step");
+    assert_eq!(main.numprocesses, 4, "the admin override wins");
+    assert_eq!(main.graceful_timeout, std::time::Duration::from_secs(120));
+    assert_eq!(main.max_age, std::time::Duration::from_secs(3600));
+    assert_eq!(main.working_dir.as_deref(), Some(home.plugin_dir("archive").as_path()));
+    assert!(main
+        .env
+        .iter()
+        .any(|(k, v)| k == "MFDATA_CURRENT_PLUGIN_NAME" && v == "archive"));
+    assert!(main
+        .env
+        .iter()
+        .any(|(k, v)| k == "IRONWORK_HOME" && Path::new(v) == home.root));
+    // The quoted argument survives ringmaster's shell-style split as one word.
+    let words = shlex::split(&format!("{} {}", main.cmd, main.args)).expect("split");
+    let dashdash = words.iter().position(|w| w == "--").expect("--");
+    assert_eq!(
+        words[dashdash + 1..],
+        [
+            home.plugin_dir("archive").join("archive.sh").display().to_string(),
+            "--dest".into(),
+            "/srv/my archive".into(),
+        ]
+    );
+    let redis = rm.watcher("redis").expect("redis");
+    assert_eq!(redis.priority, 100);
+    assert!(redis.args.contains("--maxmemory-policy noeviction"));
+
+    let obs = directory_observer::config::Config::load_with_home(&home.directory_observer_ini(), Some(&home.root))
+        .unwrap_or_else(|e| panic!("directory_observer refuses the generated file:\n{e}"));
+    assert!(obs.warnings.is_empty(), "observer warnings: {:?}", obs.warnings);
+    let watched: Vec<(String, String)> = obs
+        .steps
+        .iter()
+        .map(|s| (s.directory.display().to_string(), s.queue.clone()))
+        .collect();
+    let d = |p: PathBuf| p.display().to_string();
+    assert_eq!(
+        watched,
+        [
+            (d(home.incoming_dir()), "step.switch.main".to_string()),
+            (d(home.step_dir("archive", "failed")), "step.archive.failed".into()),
+            (d(home.step_dir("archive", "main")), "step.archive.main".into()),
+            (d(home.step_dir("demo", "main")), "step.demo.main".into()),
+            (d(home.data_dir().join("extra/demo")), "step.demo.main".into()),
+        ]
+    );
+
+    let rules = ironwork_step::switch_rules::RuleSet::load(&home.switch_rules_ini())
+        .unwrap_or_else(|e| panic!("the switch refuses the generated rules:\n{e}"));
+    assert_eq!(rules.len(), 5, "3 archive rules (one from the override) + 2 demo rules");
+}
+
+#[test]
+fn generation_is_deterministic_and_independent_of_plugin_order() {
+    let home = Home::new(golden_dir().join("home"));
+    let (settings, plugins) = load(&home);
+    let bin = Path::new(BIN_DIR);
+    let first: Generated = generate(&home, &settings, &plugins, bin);
+    assert_eq!(first, generate(&home, &settings, &plugins, bin));
+    let mut reversed = plugins.clone();
+    reversed.reverse();
+    assert_eq!(first, generate(&home, &settings, &reversed, bin));
+}
+
+#[test]
+fn plugins_are_loaded_in_name_order_whatever_the_directory_order() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = Home::init(tmp.path()).expect("init");
+    for name in ["zeta", "alpha", "mid-1", "beta_2"] {
+        let dir = home.plugin_dir(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("config.ini"), "[step_main]\ncmd_and_args = true\n").expect("write");
+    }
+    let (plugins, errors) = load_all(&home);
+    assert!(errors.is_empty(), "{errors}");
+    let names: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["alpha", "beta_2", "mid-1", "zeta"]);
+}
