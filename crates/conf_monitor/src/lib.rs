@@ -101,7 +101,9 @@ fn validate(name: &str, path: &Path, home: &Home) -> Result<(), Vec<String>> {
         DIRECTORY_OBSERVER_INI => directory_observer::config::Config::load_with_home(path, Some(&home.root))
             .map(drop)
             .map_err(lines),
-        SWITCH_RULES_INI => ironwork_step::switch_rules::RuleSet::load(path).map(drop).map_err(lines),
+        SWITCH_RULES_INI => ironwork_step::switch_rules::RuleSet::load(path)
+            .map(drop)
+            .map_err(lines),
         _ => Ok(()),
     }
 }

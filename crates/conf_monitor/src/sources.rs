@@ -27,7 +27,14 @@ pub fn fingerprint(home: &Path) -> Fingerprint {
         if let Ok(m) = std::fs::metadata(&p) {
             if m.is_file() {
                 let mtime_ns = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
-                out.insert(p, Stamp { len: m.len(), mtime_ns, ino: m.ino() });
+                out.insert(
+                    p,
+                    Stamp {
+                        len: m.len(),
+                        mtime_ns,
+                        ino: m.ino(),
+                    },
+                );
             }
         }
     };
@@ -100,7 +107,14 @@ mod tests {
 
     fn fp(n: u64) -> Fingerprint {
         let mut f = Fingerprint::new();
-        f.insert("a".into(), Stamp { len: n, mtime_ns: 0, ino: 1 });
+        f.insert(
+            "a".into(),
+            Stamp {
+                len: n,
+                mtime_ns: 0,
+                ino: 1,
+            },
+        );
         f
     }
 

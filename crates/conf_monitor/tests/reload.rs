@@ -44,25 +44,45 @@ async fn edits_are_regenerated_announced_and_broken_ones_refused() {
     let status = || server.cli(&["GET", "conf_monitor.status"]);
 
     // First look: everything generated, ringmaster told to reload, the observer to re-read.
-    until("first generation", || control().contains("reloadconfig") && control().contains("\"HUP\"")).await;
+    until("first generation", || {
+        control().contains("reloadconfig") && control().contains("\"HUP\"")
+    })
+    .await;
     assert!(std::fs::read_to_string(&ini).is_ok_and(|t| t.contains("[watcher:step.demo.main]")));
     assert!(status().contains("\"ok\":true"), "{}", status());
 
     // numprocesses 1 → 3: one more reloadconfig, the new value in the generated file.
     server.cli(&["DEL", "ringmaster.control"]);
-    write(&home.plugin_dir("demo").join("config.ini"), &PLUGIN.replace("numprocesses = 1", "numprocesses = 3"));
+    write(
+        &home.plugin_dir("demo").join("config.ini"),
+        &PLUGIN.replace("numprocesses = 1", "numprocesses = 3"),
+    );
     until("regeneration", || control().contains("reloadconfig")).await;
     let text = std::fs::read_to_string(&ini).unwrap_or_default();
     assert!(text.contains("numprocesses = 3"), "{text}");
-    assert!(!control().contains("\"HUP\""), "the observer's file did not change: {}", control());
+    assert!(
+        !control().contains("\"HUP\""),
+        "the observer's file did not change: {}",
+        control()
+    );
 
     // A broken edit: nothing regenerated, nothing announced, the errors published.
     server.cli(&["DEL", "ringmaster.control"]);
-    write(&home.plugin_dir("demo").join("config.ini"), "[step_main]\nnumprocesses = many\n");
+    write(
+        &home.plugin_dir("demo").join("config.ini"),
+        "[step_main]\nnumprocesses = many\n",
+    );
     until("refusal", || status().contains("\"ok\":false")).await;
     let s = status();
-    assert!(s.contains("numprocesses") && s.contains("cmd_and_args"), "every error listed: {s}");
-    assert_eq!(std::fs::read_to_string(&ini).unwrap_or_default(), text, "the last good files stay");
+    assert!(
+        s.contains("numprocesses") && s.contains("cmd_and_args"),
+        "every error listed: {s}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ini).unwrap_or_default(),
+        text,
+        "the last good files stay"
+    );
     assert!(control().trim().is_empty(), "nothing announced: {}", control());
 
     // Fixed again: accepted.

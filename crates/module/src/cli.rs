@@ -50,12 +50,7 @@ pub enum Command {
 
 /// Where the ironwork binaries are: `[binaries] dir`, else beside this executable.
 fn bin_dir(settings: &crate::settings::Settings) -> PathBuf {
-    settings.binaries_dir.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("/usr/local/bin"))
-    })
+    settings.bin_dir().unwrap_or_else(|_| PathBuf::from("/usr/local/bin"))
 }
 
 fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
@@ -84,7 +79,11 @@ pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Init { dir } => {
             let home = Home::init(&dir)?;
             println!("runtime home ready: {}", home.root.display());
-            println!("edit {} then run: ironwork --home {} start", home.ironwork_ini().display(), home.root.display());
+            println!(
+                "edit {} then run: ironwork --home {} start",
+                home.ironwork_ini().display(),
+                home.root.display()
+            );
             Ok(0)
         }
         Command::Generate => {

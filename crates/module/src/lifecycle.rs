@@ -4,6 +4,7 @@
 //! recent errors), all through ringmaster's control socket and Redis.
 
 use std::fmt::Write as _;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -82,7 +83,11 @@ impl std::fmt::Display for Report {
         if !self.running {
             writeln!(f, "ringmaster is not running")?;
         } else {
-            writeln!(f, "{:<40} {:<9} {:>9} {:>8}", "WATCHER", "STATUS", "PROCESSES", "RESTARTS")?;
+            writeln!(
+                f,
+                "{:<40} {:<9} {:>9} {:>8}",
+                "WATCHER", "STATUS", "PROCESSES", "RESTARTS"
+            )?;
             for w in &self.watchers {
                 let procs = format!("{}/{}", w.processes, w.numprocesses);
                 writeln!(f, "{:<40} {:<9} {:>9} {:>8}", w.name, w.status, procs, w.restarts)?;
@@ -248,7 +253,10 @@ async fn redis_view(home: &Home) -> anyhow::Result<(Vec<QueueDepth>, Option<Valu
     }
     keys.sort();
     let mut queues: Vec<QueueDepth> = Vec::new();
-    for k in keys.iter().filter(|k| !k.contains(".processing.") && !k.ends_with(".dead")) {
+    for k in keys
+        .iter()
+        .filter(|k| !k.contains(".processing.") && !k.ends_with(".dead"))
+    {
         let waiting: u64 = redis::cmd("LLEN").arg(k).query_async(&mut c).await?;
         let dead: u64 = redis::cmd("LLEN").arg(names::dead(k)).query_async(&mut c).await?;
         let mut in_flight = 0;
@@ -264,7 +272,10 @@ async fn redis_view(home: &Home) -> anyhow::Result<(Vec<QueueDepth>, Option<Valu
             dead,
         });
     }
-    let conf: Option<String> = redis::cmd("GET").arg(names::CONF_MONITOR_STATUS).query_async(&mut c).await?;
+    let conf: Option<String> = redis::cmd("GET")
+        .arg(names::CONF_MONITOR_STATUS)
+        .query_async(&mut c)
+        .await?;
     Ok((queues, conf.and_then(|s| serde_json::from_str(&s).ok())))
 }
 
@@ -277,17 +288,26 @@ pub fn recent_errors(dir: &Path, n: usize) -> Vec<String> {
         if path.extension().is_none_or(|x| x != "log") {
             continue;
         }
-        let Ok(mut f) = std::fs::File::open(&path) else { continue };
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            continue;
+        };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
         let mut text = String::new();
         if f.read_to_string(&mut text).is_err() {
             continue;
         }
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for line in text.lines().filter(|l| l.contains("\"level\":\"error\"")) {
             let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
-            let ts = v.get("timestamp").and_then(Value::as_str).unwrap_or_default().to_string();
+            let ts = v
+                .get("timestamp")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let mut shown = String::new();
             let _ = write!(
                 shown,

@@ -15,7 +15,7 @@ struct Cli {
     /// The runtime home [default: $IRONWORK_HOME].
     #[arg(long)]
     home: Option<PathBuf>,
-    /// Redis URL or socket [default: <home>/var/redis.sock].
+    /// Redis URL or socket [default: ironwork.ini's [redis], else <home>/var/redis.sock].
     #[arg(long)]
     redis: Option<String>,
     /// How often the sources are looked at.
@@ -36,18 +36,26 @@ async fn main() -> ExitCode {
         eprintln!("conf_monitor: {e}");
         return ExitCode::from(2);
     }
-    let Some(root) = cli.home.or_else(|| std::env::var_os("IRONWORK_HOME").map(PathBuf::from)) else {
+    let Some(root) = cli
+        .home
+        .or_else(|| std::env::var_os("IRONWORK_HOME").map(PathBuf::from))
+    else {
         eprintln!("conf_monitor: give --home or set IRONWORK_HOME");
         return ExitCode::from(2);
     };
     let home = ironwork::home::Home::new(root);
-    let url = cli
-        .redis
-        .unwrap_or_else(|| format!("unix://{}", home.root.join("var").join("redis.sock").display()));
-    let bin_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/usr/local/bin"));
+    let settings = ironwork::settings::Settings::load(&home).ok();
+    let url = cli.redis.unwrap_or_else(|| match &settings {
+        Some(s) => s.redis.url_for_daemons(&home),
+        None => format!("unix://{}", home.redis_socket().display()),
+    });
+    let bin_dir = match &settings {
+        Some(s) => s.bin_dir().unwrap_or_else(|_| PathBuf::from("/usr/local/bin")),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/usr/local/bin")),
+    };
     let Ok((shutdown, _guard)) = ironwork_core::shutdown::spawn_signal_task() else {
         eprintln!("conf_monitor: cannot install signal handlers");
         return ExitCode::from(2);

@@ -1,0 +1,155 @@
+//! `ironwork init`, `start`, `status` and `stop` on a temporary home with the real daemons:
+//! a plugin step runs under ringmaster, raising its numprocesses makes conf_monitor reload
+//! ringmaster into three workers, a broken plugin edit changes nothing and shows in `status`,
+//! files dropped into `var/in/incoming` flow through the switch into the plugin step.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The daemons, built beside the `ironwork` binary by `cargo test --workspace`.
+fn bin_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_ironwork"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    for b in ["ringmaster", "ringctl", "directory_observer", "step", "conf_monitor"] {
+        assert!(
+            dir.join(b).exists(),
+            "{} is missing: run the workspace's tests (cargo test --workspace) so every daemon is built",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+fn ironwork(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ironwork"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .expect("run ironwork")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn wait(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const PLUGIN: &str = "\
+[step_main]
+cmd_and_args = /bin/sh -c 'cat \"$1\" >> \"$IRONWORK_HOME/out\"' sh
+numprocesses = 1
+
+[switch_rules:fnmatch:first.core.original_basename]
+*.txt = demo/main
+";
+
+/// Stops the stack even when an assertion fails.
+struct Running(PathBuf);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = ironwork(&self.0, &["stop"]);
+    }
+}
+
+#[test]
+fn init_start_reload_status_stop() {
+    let bins = bin_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let out = Command::new(env!("CARGO_BIN_EXE_ironwork"))
+        .args(["init"])
+        .arg(&home)
+        .output()
+        .expect("init");
+    assert!(out.status.success(), "{}", text(&out));
+    let ini = home.join("config/ironwork.ini");
+    let settings = std::fs::read_to_string(&ini).expect("ironwork.ini");
+    std::fs::write(
+        &ini,
+        settings.replace("\ndir =\n", &format!("\ndir = {}\n", bins.display())),
+    )
+    .expect("write");
+    std::fs::create_dir_all(home.join("plugins/demo")).expect("plugin dir");
+    std::fs::write(home.join("plugins/demo/config.ini"), PLUGIN).expect("plugin");
+
+    let _running = Running(home.clone());
+    let out = ironwork(&home, &["start", "--timeout", "60"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = text(&out);
+    for w in [
+        "redis",
+        "directory_observer",
+        "conf_monitor",
+        "step.switch.main",
+        "step.demo.main",
+    ] {
+        assert!(status.contains(w), "{w} missing from:\n{status}");
+    }
+
+    // Files flow: incoming → switch → demo/main.
+    std::fs::write(home.join("var/in/incoming/hello.txt.t"), "hello\n").expect("write");
+    std::fs::rename(
+        home.join("var/in/incoming/hello.txt.t"),
+        home.join("var/in/incoming/hello.txt"),
+    )
+    .expect("mv");
+    wait("the file to reach the plugin step", Duration::from_secs(30), || {
+        std::fs::read_to_string(home.join("out")).is_ok_and(|s| s == "hello\n")
+    });
+
+    // numprocesses 1 → 3: conf_monitor regenerates, ringmaster reloads, three workers run.
+    std::fs::write(
+        home.join("plugins/demo/config.ini"),
+        PLUGIN.replace("numprocesses = 1", "numprocesses = 3"),
+    )
+    .expect("edit");
+    wait("three demo workers", Duration::from_secs(30), || {
+        text(&ironwork(&home, &["status"]))
+            .lines()
+            .any(|l| l.starts_with("step.demo.main") && l.contains("3/3"))
+    });
+
+    // A broken edit changes nothing and shows in `ironwork status`, which then fails.
+    std::fs::write(
+        home.join("plugins/demo/config.ini"),
+        "[step_main]\nnumprocesses = lots\n",
+    )
+    .expect("edit");
+    wait("the refusal in status", Duration::from_secs(30), || {
+        let o = ironwork(&home, &["status"]);
+        !o.status.success() && text(&o).contains("REFUSED")
+    });
+    let status = text(&ironwork(&home, &["status"]));
+    assert!(status.contains("numprocesses"), "{status}");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("step.demo.main") && l.contains("3/3")),
+        "{status}"
+    );
+
+    let out = ironwork(&home, &["stop"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("stopped"));
+    let out = ironwork(&home, &["status"]);
+    assert!(
+        !out.status.success() && text(&out).contains("not running"),
+        "{}",
+        text(&out)
+    );
+}
