@@ -1,4 +1,4 @@
-//! The `ironwork` command line: `init`, `generate`, `start`, `stop`, `status`.
+//! The `ironwork` command line: `init`, `generate`, `start`, `stop`, `status`, `demo`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,6 +46,12 @@ pub enum Command {
     /// Watchers, queue depths, the configuration's state, recent errors; exit 1 when something
     /// is down or the configuration was refused.
     Status,
+    /// The whole stack on a temporary home with a demo plugin, shown working, then stopped.
+    Demo {
+        /// Keep the temporary home afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 /// Where the ironwork binaries are: `[binaries] dir`, else beside this executable.
@@ -112,6 +118,10 @@ pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 println!("ringmaster was not running");
             }
+            Ok(0)
+        }
+        Command::Demo { keep } => {
+            crate::demo::run(keep).await?;
             Ok(0)
         }
         Command::Status => {

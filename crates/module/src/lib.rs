@@ -5,11 +5,12 @@
 //! - [`plugin`]: `plugins/<name>/config.ini` (steps, switch rules, extra daemons, collections,
 //!   reflections) with the admin overrides in `config/plugins/<name>.ini`, parsed and validated.
 //! - [`lifecycle`]: `start`, `stop` and `status` of a home's stack through ringmaster.
-//! - [`cli`]: the `ironwork` command line.
+//! - [`cli`]: the `ironwork` command line; [`demo`]: `ironwork demo`.
 //! - [`generate`]: settings + plugins → `tmp/config_auto/` (ringmaster.ini,
 //!   directory_observer.ini, switch_rules.ini), byte-identical for the same input.
 
 pub mod cli;
+pub mod demo;
 pub mod generate;
 pub mod home;
 pub mod lifecycle;

@@ -124,6 +124,52 @@ fn init_start_reload_status_stop() {
             .any(|l| l.starts_with("step.demo.main") && l.contains("3/3"))
     });
 
+    // A new plugin and switch rule arrive while files flow: the new rule routes the next files
+    // to the new step, and none of the files in flight is lost.
+    let incoming = home.join("var/in/incoming");
+    let writer = {
+        let incoming = incoming.clone();
+        std::thread::spawn(move || {
+            for i in 0..300 {
+                let part = incoming.join(format!("f{i}.txt.t"));
+                std::fs::write(&part, format!("{i}\n")).expect("write");
+                std::fs::rename(&part, incoming.join(format!("f{i}.txt"))).expect("mv");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::fs::create_dir_all(home.join("plugins/extra")).expect("plugin dir");
+    std::fs::write(
+        home.join("plugins/extra/config.ini"),
+        PLUGIN
+            .replace("/out", "/extra_out")
+            .replace("*.txt = demo/main", "*.log = extra/main"),
+    )
+    .expect("plugin");
+    wait("the new step", Duration::from_secs(30), || {
+        text(&ironwork(&home, &["status"]))
+            .lines()
+            .any(|l| l.starts_with("step.extra.main") && l.contains("active"))
+    });
+    // The switch applies new rules once the file has settled (about a second).
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::write(incoming.join("new.log"), "routed by the new rule\n").expect("write");
+    wait("the new rule to route", Duration::from_secs(30), || {
+        std::fs::read_to_string(home.join("extra_out")).is_ok_and(|s| s == "routed by the new rule\n")
+    });
+    writer.join().expect("writer");
+    wait("every file in flight", Duration::from_secs(60), || {
+        std::fs::read_to_string(home.join("out")).is_ok_and(|s| s.lines().count() == 301)
+    });
+    let mut seen: Vec<String> = std::fs::read_to_string(home.join("out"))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 301, "a file was processed twice or lost");
+
     // A broken edit changes nothing and shows in `ironwork status`, which then fails.
     std::fs::write(
         home.join("plugins/demo/config.ini"),

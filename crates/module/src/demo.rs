@@ -1,0 +1,195 @@
+//! `ironwork demo`: the whole stack on a temporary home, shown working. A demo plugin (one step
+//! running `wc -c` on each file, switch rules for `*.txt` and `*.csv`) is installed, the stack
+//! is started, sample files are dropped into `var/in/incoming` (as `NAME.t` then renamed, the
+//! writers' convention), and the demo shows them routed and processed, the file no rule
+//! matched kept in the trash with its tags, the Redis counters, a killed worker replaced, the
+//! status table, and an ordered stop.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{json, Map, Value};
+
+use crate::home::Home;
+
+/// The demo plugin, `etc/plugins/demo/config.ini` (loaded by a test with the plugin parser).
+const DEMO_PLUGIN: &str = include_str!("../../../etc/plugins/demo/config.ini");
+
+const SAMPLES: &[(&str, &str)] = &[
+    ("report.txt", "quarterly figures\n"),
+    ("notes.txt", "remember the milk\n"),
+    ("table.csv", "a,b\n1,2\n"),
+    ("image.bin", "\u{1}\u{2}\u{3} not a text file\n"),
+];
+
+fn say(title: &str) {
+    println!("\n== {title}");
+}
+
+/// Run the demo in a new temporary home next to `std::env::temp_dir()`; keep it if `keep`.
+pub async fn run(keep: bool) -> anyhow::Result<()> {
+    let root = std::env::temp_dir().join(format!("ironwork-demo-{}", std::process::id()));
+    let home = Home::init(&root)?;
+    let result = show(&home).await;
+    let stopped = crate::lifecycle::stop(&home, Duration::from_secs(120)).await;
+    if keep {
+        println!("\nthe demo home stays in {}", home.root.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&home.root);
+    }
+    result?;
+    stopped.map(drop)
+}
+
+async fn show(home: &Home) -> anyhow::Result<()> {
+    println!("runtime home: {}", home.root.display());
+    let plugin = home.plugin_dir("demo");
+    std::fs::create_dir_all(&plugin)?;
+    std::fs::write(plugin.join("config.ini"), DEMO_PLUGIN)?;
+    let ini = home.ironwork_ini();
+    let settings = std::fs::read_to_string(&ini)?;
+    // Keep what matches no rule, so the demo can show it.
+    std::fs::write(
+        &ini,
+        settings.replace("no_match_policy = delete", "no_match_policy = keep"),
+    )?;
+
+    say("ironwork start (generates tmp/config_auto/, starts ringmaster, waits for every watcher)");
+    let (_, bins) = crate::cli::generate(home)?;
+    let report = crate::lifecycle::start(
+        home,
+        &bins.join("ringmaster"),
+        &home.ringmaster_ini(),
+        Duration::from_secs(60),
+    )
+    .await?;
+    print!("{report}");
+
+    say("drop files into var/in/incoming (written as NAME.t, then renamed)");
+    let incoming = home.incoming_dir();
+    for (name, body) in SAMPLES {
+        let part = incoming.join(format!("{name}.t"));
+        std::fs::write(&part, body)?;
+        std::fs::rename(&part, incoming.join(name))?;
+        println!("  {name}");
+    }
+    let routed = SAMPLES
+        .iter()
+        .filter(|(n, _)| n.ends_with(".txt") || n.ends_with(".csv"))
+        .count();
+    let trash = home.trash_dir().join("switch.nomatch");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(counter(home, "counter.demo.main").await == routed as u64 && count(&trash) == 2) {
+        anyhow::ensure!(Instant::now() < deadline, "the files did not go through within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    say("the demo step ran `wc -c FILE` on each routed file (log/step_demo_main.log)");
+    for line in command_output(&home.log_dir().join("step_demo_main.log")) {
+        println!("  {line}");
+    }
+    say("no rule matched image.bin: kept in var/in/trash/switch.nomatch/ with its tags");
+    for e in std::fs::read_dir(&trash)?.flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "tags") {
+            let tags = std::fs::read_to_string(&path).unwrap_or_default();
+            for l in tags
+                .lines()
+                .filter(|l| l.starts_with("first.core.") || l.contains("enter_step"))
+            {
+                println!("  {l}");
+            }
+        }
+    }
+    say("Redis counters: files that entered each step");
+    println!(
+        "  switch/main: {}   demo/main: {}",
+        counter(home, "counter.switch.main").await,
+        counter(home, "counter.demo.main").await
+    );
+
+    let pids = pids(home, "step.demo.main").await?;
+    let victim = *pids.first().context("no demo worker runs")?;
+    say(&format!(
+        "kill -9 {victim} (a demo step worker): ringmaster replaces it"
+    ));
+    nix_kill(victim);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = self::pids(home, "step.demo.main").await?;
+        if now.len() == pids.len() && !now.contains(&victim) {
+            println!("  workers before: {pids:?}   after: {now:?}");
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the worker was not replaced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    say("ironwork status");
+    print!("{}", crate::lifecycle::status(home).await?);
+    say("ironwork stop (ordered: steps first, Redis last)");
+    Ok(())
+}
+
+fn count(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+fn command_output(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"command output\""))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v.get("line").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+async fn counter(home: &Home, key: &str) -> u64 {
+    let url = format!("unix://{}", home.redis_socket().display());
+    let Ok(client) = redis::Client::open(url.as_str()) else {
+        return 0;
+    };
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return 0;
+    };
+    redis::cmd("GET")
+        .arg(key)
+        .query_async::<Option<u64>>(&mut c)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+async fn pids(home: &Home, watcher: &str) -> anyhow::Result<Vec<i64>> {
+    let mut client = ringmaster::control::Client::connect(&home.ringmaster_socket()).await?;
+    let mut props = Map::new();
+    props.insert("name".into(), json!(watcher));
+    let reply = client.call("list", props).await?;
+    Ok(reply
+        .body
+        .get("pids")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default())
+}
+
+fn nix_kill(pid: i64) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_demo_plugin_in_etc_is_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/plugins/demo");
+        let plugin = crate::plugin::Plugin::load(&dir, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plugin.steps.len(), 1);
+    }
+}
