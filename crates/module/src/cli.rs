@@ -46,6 +46,12 @@ pub enum Command {
     /// Watchers, queue depths, the configuration's state, recent errors; exit 1 when something
     /// is down or the configuration was refused.
     Status,
+    /// Create, list, install and remove plugins.
+    Plugins {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::plugin_commands::PluginsCommand,
+    },
 }
 
 /// Where the ironwork binaries are: `[binaries] dir`, else beside this executable.
@@ -120,5 +126,6 @@ pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
             print!("{report}");
             Ok(if report.healthy() { 0 } else { 1 })
         }
+        Command::Plugins { command } => crate::plugin_commands::run(&home(cli.home)?, command),
     }
 }
