@@ -52,6 +52,12 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Create, list, install and remove plugins.
+    Plugins {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::plugin_commands::PluginsCommand,
+    },
 }
 
 /// Where the ironwork binaries are: `[binaries] dir`, else beside this executable.
@@ -130,5 +136,6 @@ pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
             print!("{report}");
             Ok(if report.healthy() { 0 } else { 1 })
         }
+        Command::Plugins { command } => crate::plugin_commands::run(&home(cli.home)?, command),
     }
 }

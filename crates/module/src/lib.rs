@@ -4,6 +4,7 @@
 //! - [`settings`]: `config/ironwork.ini`, the module's own settings.
 //! - [`plugin`]: `plugins/<name>/config.ini` (steps, switch rules, extra daemons, collections,
 //!   reflections) with the admin overrides in `config/plugins/<name>.ini`, parsed and validated.
+//! - [`plugin_commands`]: `ironwork plugins create|list|install|remove`.
 //! - [`lifecycle`]: `start`, `stop` and `status` of a home's stack through ringmaster.
 //! - [`cli`]: the `ironwork` command line; [`demo`]: `ironwork demo`.
 //! - [`generate`]: settings + plugins → `tmp/config_auto/` (ringmaster.ini,
@@ -15,4 +16,5 @@ pub mod generate;
 pub mod home;
 pub mod lifecycle;
 pub mod plugin;
+pub mod plugin_commands;
 pub mod settings;
