@@ -48,6 +48,7 @@ impl Changes {
 pub fn regenerate(home: &Home, bin_dir: &Path) -> Result<Changes, Vec<String>> {
     let lines = |e: ironwork_core::config::ConfigErrors| e.0.iter().map(ToString::to_string).collect::<Vec<_>>();
     let settings = ironwork::settings::Settings::load(home).map_err(lines)?;
+    let home = &settings.apply(home.clone());
     let (plugins, errors) = ironwork::plugin::load_all(home);
     if !errors.is_empty() {
         return Err(lines(errors));

@@ -75,6 +75,7 @@ fn home(cli_home: Option<PathBuf>) -> anyhow::Result<Home> {
 /// Generate the home's configuration; returns whether a file changed.
 pub fn generate(home: &Home) -> anyhow::Result<(bool, PathBuf)> {
     let settings = crate::settings::Settings::load(home).map_err(|e| anyhow::anyhow!("configuration refused:\n{e}"))?;
+    let home = &settings.apply(home.clone());
     let (plugins, errors) = crate::plugin::load_all(home);
     if !errors.is_empty() {
         anyhow::bail!("plugins refused:\n{errors}");

@@ -49,6 +49,8 @@ pub enum HomeError {
 pub struct Home {
     /// The home directory.
     pub root: PathBuf,
+    /// `[data] in_dir` when set: the data directory lives elsewhere than `var/in`.
+    data: Option<PathBuf>,
 }
 
 impl Home {
@@ -56,7 +58,7 @@ impl Home {
     pub fn new(root: impl Into<PathBuf>) -> Home {
         let root = root.into();
         let root = std::path::absolute(&root).unwrap_or(root);
-        Home { root }
+        Home { root, data: None }
     }
 
     /// The home named by `$IRONWORK_HOME`.
@@ -189,9 +191,15 @@ impl Home {
         self.var_dir().join("ringmaster.sock")
     }
 
-    /// `var/in/`: the data directory.
+    /// The data directory: `[data] in_dir`, `var/in/` by default.
     pub fn data_dir(&self) -> PathBuf {
-        self.var_dir().join("in")
+        self.data.clone().unwrap_or_else(|| self.var_dir().join("in"))
+    }
+
+    /// This home with its data directory at `dir` (from `[data] in_dir`; `None`: `var/in`).
+    pub fn with_data_dir(mut self, dir: Option<PathBuf>) -> Home {
+        self.data = dir;
+        self
     }
 
     /// `var/in/incoming/`: where files enter the pipeline (the switch's input).

@@ -55,6 +55,11 @@ tmp_max_age = 1h
 # Time between two passes.
 every = 5m
 
+[data]
+# The data directory (Metwork's MFDATA_DATA_IN_DIR): incoming/, step directories, tmp/, trash/,
+# retry/. Relative paths are under the home. Empty: var/in. Keep it on one filesystem.
+in_dir =
+
 [binaries]
 # Directory holding ringmaster, step, directory_observer, conf_monitor, ...
 # Empty: the directory of the running ironwork executable.
@@ -80,6 +85,7 @@ port = 10051
 /// The sections `ironwork.ini` may have.
 const SECTIONS: &[&str] = &[
     "redis",
+    "data",
     "daemons",
     "switch",
     "gc",
@@ -97,6 +103,8 @@ pub const DEFAULT_MAXMEMORY: u64 = 2 << 30;
 pub struct Settings {
     /// `[redis]`.
     pub redis: RedisSettings,
+    /// `[data]`.
+    pub data: DataSettings,
     /// `[daemons]`.
     pub daemons: Daemons,
     /// `[switch]`.
@@ -299,6 +307,22 @@ impl Default for GcSettings {
     }
 }
 
+/// `[data]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DataSettings {
+    /// `in_dir`: the data directory (Metwork's `MFDATA_DATA_IN_DIR`); relative paths are under
+    /// the home; `None` = `var/in`.
+    pub in_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// `home` with the data directory these settings name.
+    pub fn apply(&self, home: Home) -> Home {
+        let dir = self.data.in_dir.as_ref().map(|d| home.root.join(d));
+        home.with_data_dir(dir)
+    }
+}
+
 /// `[binaries]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Binaries {
@@ -398,6 +422,21 @@ impl Settings {
                     s.gc.trash_max_age = nonzero_duration(&mut r, "trash_max_age", s.gc.trash_max_age);
                     s.gc.tmp_max_age = nonzero_duration(&mut r, "tmp_max_age", s.gc.tmp_max_age);
                     s.gc.every = nonzero_duration(&mut r, "every", s.gc.every);
+                }
+                "data" => {
+                    s.data.in_dir = r.parse_with("in_dir", None, |v| {
+                        let v = v.trim();
+                        if v.is_empty() {
+                            Ok(None)
+                        } else if Path::new(v)
+                            .components()
+                            .any(|c| matches!(c, std::path::Component::ParentDir))
+                        {
+                            Err("'..' is not allowed".into())
+                        } else {
+                            Ok(Some(PathBuf::from(v)))
+                        }
+                    });
                 }
                 "binaries" => {
                     s.binaries.dir = r.parse_with("dir", None, |v| {

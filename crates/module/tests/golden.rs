@@ -188,3 +188,43 @@ fn plugins_are_loaded_in_name_order_whatever_the_directory_order() {
     let names: Vec<&str> = plugins.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["alpha", "beta_2", "mid-1", "zeta"]);
 }
+
+#[test]
+fn the_data_directory_can_live_elsewhere() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = Home::init(&tmp.path().join("home")).expect("init");
+    std::fs::create_dir_all(home.plugin_dir("p")).expect("plugin dir");
+    std::fs::write(
+        home.plugin_dir("p").join("config.ini"),
+        "[step_main]\ncmd_and_args = /bin/true\n",
+    )
+    .expect("plugin");
+    let ini = std::fs::read_to_string(home.ironwork_ini()).expect("ironwork.ini");
+    std::fs::write(home.ironwork_ini(), ini.replace("\nin_dir =\n", "\nin_dir = data\n")).expect("write");
+    let settings = Settings::load(&home).expect("settings");
+    let home = settings.apply(home);
+    let data = tmp.path().join("home/data");
+    assert_eq!(home.data_dir(), data);
+    let (plugins, errors) = load_all(&home);
+    assert!(errors.is_empty(), "{errors}");
+    let g = generate(&home, &settings, &plugins, Path::new(BIN_DIR));
+    let d = data.display().to_string();
+    assert!(
+        g.directory_observer_ini
+            .contains(&format!("directory = {d}/step.p.main")),
+        "{}",
+        g.directory_observer_ini
+    );
+    assert!(g.directory_observer_ini.contains(&format!("directory = {d}/incoming")));
+    assert!(
+        g.ringmaster_ini.contains(&format!("--data-dir {d}")),
+        "{}",
+        g.ringmaster_ini
+    );
+    let stray: Vec<&str> = g
+        .ringmaster_ini
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("var/in"))
+        .collect();
+    assert!(stray.is_empty(), "no trace of the default left: {stray:?}");
+}
