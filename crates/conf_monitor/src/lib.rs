@@ -43,8 +43,9 @@ impl Changes {
     }
 }
 
-/// Load the settings and plugins of `home`, generate, validate what was generated, and write
-/// the files whose content changed (each atomically). Errors: every problem found, as lines.
+/// Load the settings and plugins of `home`, generate, validate what was generated with each
+/// daemon's loader, and write the files whose content changed (each atomically). Errors: every
+/// problem found, as lines; nothing is written then.
 pub fn regenerate(home: &Home, bin_dir: &Path) -> Result<Changes, Vec<String>> {
     let lines = |e: ironwork_core::config::ConfigErrors| e.0.iter().map(ToString::to_string).collect::<Vec<_>>();
     let settings = ironwork::settings::Settings::load(home).map_err(lines)?;
@@ -54,59 +55,28 @@ pub fn regenerate(home: &Home, bin_dir: &Path) -> Result<Changes, Vec<String>> {
         return Err(lines(errors));
     }
     let generated = ironwork::generate::generate(home, &settings, &plugins, bin_dir);
-    let dir = home.root.join("tmp").join("config_auto");
-    std::fs::create_dir_all(&dir).map_err(|e| vec![format!("cannot create {}: {e}", dir.display())])?;
-    let outputs = [
-        (RINGMASTER_INI, &generated.ringmaster_ini),
-        (DIRECTORY_OBSERVER_INI, &generated.directory_observer_ini),
-        (SWITCH_RULES_INI, &generated.switch_rules_ini),
-    ];
-    // Stage every changed file and validate it with the daemon's own loader before any of
-    // them replaces the running one.
-    let mut staged = Vec::new();
-    let mut problems = Vec::new();
-    for (name, text) in outputs {
-        let path = dir.join(name);
-        if std::fs::read_to_string(&path).is_ok_and(|old| old == *text) {
-            continue;
-        }
-        let part = dir.join(format!(".{name}.new"));
-        if let Err(e) = std::fs::write(&part, text) {
-            problems.push(format!("cannot write {}: {e}", part.display()));
-            continue;
-        }
-        if let Err(e) = validate(name, &part, home) {
-            problems.extend(e);
-        }
-        staged.push((name, part, path));
-    }
-    if !problems.is_empty() {
-        for (_, part, _) in &staged {
-            let _ = std::fs::remove_file(part);
-        }
-        return Err(problems);
-    }
     let mut changes = Changes::default();
-    for (name, part, path) in staged {
-        std::fs::rename(&part, &path).map_err(|e| vec![format!("cannot replace {}: {e}", path.display())])?;
-        changes.files.push(name);
+    for (name, text, path) in [
+        (RINGMASTER_INI, &generated.ringmaster_ini, home.ringmaster_ini()),
+        (
+            DIRECTORY_OBSERVER_INI,
+            &generated.directory_observer_ini,
+            home.directory_observer_ini(),
+        ),
+        (SWITCH_RULES_INI, &generated.switch_rules_ini, home.switch_rules_ini()),
+    ] {
+        if std::fs::read_to_string(&path).map_or(true, |old| old != *text) {
+            changes.files.push(name);
+        }
     }
+    if changes.files.is_empty() {
+        return Ok(changes);
+    }
+    generated.validate(home)?;
+    generated
+        .write(home)
+        .map_err(|e| vec![format!("cannot write {}: {e}", home.config_auto_dir().display())])?;
     Ok(changes)
-}
-
-/// Check a generated file with the loader of the daemon that will read it.
-fn validate(name: &str, path: &Path, home: &Home) -> Result<(), Vec<String>> {
-    let lines = |e: ironwork_core::config::ConfigErrors| e.0.iter().map(ToString::to_string).collect::<Vec<_>>();
-    match name {
-        RINGMASTER_INI => ringmaster::config::Config::load(path).map(drop).map_err(lines),
-        DIRECTORY_OBSERVER_INI => directory_observer::config::Config::load_with_home(path, Some(&home.root))
-            .map(drop)
-            .map_err(lines),
-        SWITCH_RULES_INI => ironwork_step::switch_rules::RuleSet::load(path)
-            .map(drop)
-            .map_err(lines),
-        _ => Ok(()),
-    }
 }
 
 /// What [`run`] publishes in `conf_monitor.status`.
@@ -130,11 +100,17 @@ pub struct Options {
 }
 
 /// Watch `home` until `token` is cancelled: regenerate on every settled change, and tell the
-/// daemons about what changed.
+/// daemons about what changed. Notifications are kept until Redis has taken them (the files on
+/// disk already say what changed, so a notification lost now would be lost for good), and the
+/// first pass always tells ringmaster and the observer to re-read their files: a regeneration
+/// made while conf_monitor was down (or by `ironwork generate`) is never left unannounced.
 pub async fn run(home: Home, redis: Redis, options: Options, token: CancellationToken) -> anyhow::Result<()> {
     let control = Queue::new(&redis, names::RINGMASTER_CONTROL);
     let mut debounce = sources::Debouncer::new(options.quiet);
     let mut generation = 0u64;
+    let mut pending: Vec<Vec<u8>> = Vec::new();
+    let mut status: Option<String> = None;
+    let mut redis_down = false;
     tracing::info!(home = %home.root.display(), "conf_monitor started");
     loop {
         if debounce.observe(sources::fingerprint(&home.root), Instant::now()) {
@@ -150,24 +126,45 @@ pub async fn run(home: Home, redis: Redis, options: Options, token: Cancellation
             if !changes.files.is_empty() {
                 tracing::info!(files = ?changes.files, generation, "configuration regenerated");
             }
-            let mut commands = Vec::new();
-            if changes.has(RINGMASTER_INI) {
-                commands.push(command(generation, "reloadconfig", serde_json::json!({})));
+            let first = generation == 1 && errors.is_empty();
+            if changes.has(RINGMASTER_INI) || first {
+                pending.push(command(generation, "reloadconfig", serde_json::json!({})));
             }
-            if changes.has(DIRECTORY_OBSERVER_INI) {
+            if changes.has(DIRECTORY_OBSERVER_INI) || first {
                 let props = serde_json::json!({"name": "directory_observer", "signum": "HUP"});
-                commands.push(command(generation, "signal", props));
+                pending.push(command(generation, "signal", props));
             }
-            let status = Status {
+            let s = Status {
                 ok: errors.is_empty(),
                 time: epoch_seconds(),
                 errors: &errors,
                 changed: &changes.files,
             };
-            let status = serde_json::to_string(&status)?;
-            tokio::select! {
+            status = Some(serde_json::to_string(&s)?);
+        }
+        if !pending.is_empty() || status.is_some() {
+            let attempt = publish(&redis, &control, &pending, status.as_deref());
+            let result = tokio::select! {
                 _ = token.cancelled() => return Ok(()),
-                r = publish(&redis, &control, commands, status) => r?,
+                r = tokio::time::timeout(PUBLISH_TIMEOUT, attempt) => r,
+            };
+            match result {
+                Ok(Ok(())) => {
+                    pending.clear();
+                    status = None;
+                    if std::mem::take(&mut redis_down) {
+                        tracing::info!("Redis is back: pending notifications delivered");
+                    }
+                }
+                Ok(Err(e)) if !redis_down => {
+                    redis_down = true;
+                    tracing::warn!(error = %e, pending = pending.len(), "cannot notify through Redis, will retry");
+                }
+                Err(_) if !redis_down => {
+                    redis_down = true;
+                    tracing::warn!(pending = pending.len(), "Redis does not answer, notifications held");
+                }
+                _ => {}
             }
         }
         tokio::select! {
@@ -176,6 +173,9 @@ pub async fn run(home: Home, redis: Redis, options: Options, token: Cancellation
         }
     }
 }
+
+/// Longest a notification attempt may take before conf_monitor goes back to watching.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn command(generation: u64, name: &str, properties: serde_json::Value) -> Vec<u8> {
     let properties = match properties {
@@ -190,21 +190,20 @@ fn command(generation: u64, name: &str, properties: serde_json::Value) -> Vec<u8
     serde_json::to_vec(&cmd).unwrap_or_default()
 }
 
-async fn publish(redis: &Redis, control: &Queue, commands: Vec<Vec<u8>>, status: String) -> anyhow::Result<()> {
-    for c in &commands {
-        control.push(c).await?;
+async fn publish(redis: &Redis, control: &Queue, commands: &[Vec<u8>], status: Option<&str>) -> anyhow::Result<()> {
+    if !commands.is_empty() {
+        control.push_batch(commands).await?;
     }
-    redis
-        .retry("status", |mut c| {
-            let status = status.clone();
-            async move {
+    if let Some(status) = status {
+        redis
+            .retry("status", |mut c| async move {
                 redis::cmd("SET")
                     .arg(names::CONF_MONITOR_STATUS)
                     .arg(status)
                     .query_async::<()>(&mut c)
                     .await
-            }
-        })
-        .await?;
+            })
+            .await?;
+    }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! What conf_monitor watches, and how it notices a change: a fingerprint (size, modification
 //! time, inode) of `config/ironwork.ini`, every admin override `config/plugins/*.ini` and every
-//! `plugins/*/config.ini`, taken every poll interval. Polling a few dozen `stat` calls a second
+//! top-level file of `plugins/*/` (its `config.ini` and the scripts it names), taken every poll
+//! interval. Polling a few dozen `stat` calls a second
 //! costs nothing, sees plugin directories appear and vanish without any watch bookkeeping, and
 //! works on every filesystem.
 
@@ -46,8 +47,13 @@ pub fn fingerprint(home: &Path) -> Fingerprint {
             }
         }
     }
+    // Every top-level file of a plugin, not only its config.ini: generation resolves a step's
+    // relative program against the plugin directory, so a script arriving after the config
+    // changes the result.
     for e in std::fs::read_dir(home.join("plugins")).into_iter().flatten().flatten() {
-        add(e.path().join("config.ini"));
+        for f in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+            add(f.path());
+        }
     }
     out
 }

@@ -92,3 +92,68 @@ async fn edits_are_regenerated_announced_and_broken_ones_refused() {
     token.cancel();
     task.await.expect("join").expect("conf_monitor ran cleanly");
 }
+
+#[tokio::test]
+async fn files_generated_while_conf_monitor_was_away_are_still_announced() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = Home::init(&dir.path().join("home")).expect("init");
+    write(&home.plugin_dir("demo").join("config.ini"), PLUGIN);
+    // Generated (e.g. by `ironwork generate`) before conf_monitor runs: no file will change.
+    conf_monitor::regenerate(&home, Path::new("/opt/ironwork/bin")).expect("generated");
+    let redis = Redis::open(&server.url()).expect("redis");
+    let token = CancellationToken::new();
+    let options = conf_monitor::Options {
+        bin_dir: "/opt/ironwork/bin".into(),
+        poll: Duration::from_millis(50),
+        quiet: Duration::from_millis(200),
+    };
+    let task = tokio::spawn(conf_monitor::run(Home::new(&home.root), redis, options, token.clone()));
+    let control = || server.cli(&["LRANGE", "ringmaster.control", "0", "-1"]);
+    until("the first pass to announce", || {
+        control().contains("reloadconfig") && control().contains("\"HUP\"")
+    })
+    .await;
+    token.cancel();
+    task.await.expect("join").expect("conf_monitor ran cleanly");
+}
+
+#[tokio::test]
+async fn notifications_wait_for_redis_and_watching_goes_on() {
+    let mut server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = Home::init(&dir.path().join("home")).expect("init");
+    write(&home.plugin_dir("demo").join("config.ini"), PLUGIN);
+    let redis = Redis::open(&server.url()).expect("redis");
+    let token = CancellationToken::new();
+    let options = conf_monitor::Options {
+        bin_dir: "/opt/ironwork/bin".into(),
+        poll: Duration::from_millis(50),
+        quiet: Duration::from_millis(200),
+    };
+    let task = tokio::spawn(conf_monitor::run(Home::new(&home.root), redis, options, token.clone()));
+    until("first generation", || {
+        server
+            .cli(&["LRANGE", "ringmaster.control", "0", "-1"])
+            .contains("reloadconfig")
+    })
+    .await;
+    server.kill();
+    write(
+        &home.plugin_dir("demo").join("config.ini"),
+        &PLUGIN.replace("numprocesses = 1", "numprocesses = 2"),
+    );
+    // Still watching while Redis is away: the files are regenerated.
+    until("regeneration without Redis", || {
+        std::fs::read_to_string(home.ringmaster_ini()).is_ok_and(|t| t.contains("numprocesses = 2"))
+    })
+    .await;
+    server.start_again();
+    until("the held reload", || {
+        let all = server.cli(&["LRANGE", "ringmaster.control", "0", "-1"]);
+        all.contains("reloadconfig")
+    })
+    .await;
+    token.cancel();
+    task.await.expect("join").expect("conf_monitor ran cleanly");
+}

@@ -82,7 +82,20 @@ pub fn generate(home: &Home) -> anyhow::Result<(bool, PathBuf)> {
     }
     let bin = bin_dir(&settings);
     let generated = crate::generate::generate(home, &settings, &plugins, &bin);
+    generated
+        .validate(home)
+        .map_err(|e| anyhow::anyhow!("generated configuration refused:\n  {}", e.join("\n  ")))?;
     let changed = generated.write(home)?;
+    Ok((changed, bin))
+}
+
+/// Generate, and when the stack runs and something changed, have ringmaster and the observer
+/// re-read their files at once (conf_monitor would not: the files already match).
+pub async fn generate_and_apply(home: &Home) -> anyhow::Result<(bool, PathBuf)> {
+    let (changed, bin) = generate(home)?;
+    if changed && crate::lifecycle::watchers(home).await.is_some() {
+        crate::lifecycle::apply(home).await?;
+    }
     Ok((changed, bin))
 }
 
@@ -101,7 +114,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Generate => {
             let home = home(cli.home)?;
-            let (changed, _) = generate(&home)?;
+            let (changed, _) = generate_and_apply(&home).await?;
             println!(
                 "{} {}",
                 home.config_auto_dir().display(),
@@ -111,7 +124,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Start { timeout } => {
             let home = home(cli.home)?;
-            generate(&home)?;
+            generate_and_apply(&home).await?;
             let settings = crate::settings::Settings::load(&home).map_err(|e| anyhow::anyhow!("{e}"))?;
             let ringmaster = bin_dir(&settings).join("ringmaster");
             let report = crate::lifecycle::start(&home, &ringmaster, &home.ringmaster_ini(), timeout).await?;

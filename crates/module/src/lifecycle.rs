@@ -64,12 +64,15 @@ pub struct Report {
     pub conf_monitor: Option<Value>,
     /// The last error lines of the daemons' logs.
     pub recent_errors: Vec<String>,
+    /// Whether the queues' Redis answered (`None` when not asked: ringmaster is not running).
+    pub redis_ok: Option<bool>,
 }
 
 impl Report {
     /// Everything runs and the configuration was accepted.
     pub fn healthy(&self) -> bool {
         self.running
+            && self.redis_ok != Some(false)
             && self.watchers.iter().all(WatcherState::is_up)
             && self
                 .conf_monitor
@@ -100,6 +103,13 @@ impl std::fmt::Display for Report {
                 writeln!(f, "{:<40} {:>9} {:>9} {:>6}", q.queue, q.waiting, q.in_flight, q.dead)?;
             }
         }
+        if self.redis_ok == Some(false) {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "redis: UNREACHABLE (queue depths and the configuration's state unknown)"
+            )?;
+        }
         if let Some(s) = &self.conf_monitor {
             let ok = s.get("ok").and_then(Value::as_bool).unwrap_or(true);
             writeln!(f)?;
@@ -123,11 +133,16 @@ impl std::fmt::Display for Report {
     }
 }
 
-async fn call(home: &Home, command: &str, properties: Map<String, Value>) -> anyhow::Result<Map<String, Value>> {
+async fn call(
+    home: &Home,
+    command: &str,
+    properties: Map<String, Value>,
+    timeout: Duration,
+) -> anyhow::Result<Map<String, Value>> {
     let mut client = Client::connect(&home.ringmaster_socket()).await?;
-    let reply = tokio::time::timeout(Duration::from_secs(30), client.call(command, properties))
+    let reply = tokio::time::timeout(timeout, client.call(command, properties))
         .await
-        .context("ringmaster did not answer within 30 s")??;
+        .with_context(|| format!("ringmaster did not answer `{command}` within {}s", timeout.as_secs()))??;
     if reply.status != "ok" {
         anyhow::bail!("{command}: {}", reply.reason.as_deref().unwrap_or("refused"));
     }
@@ -136,7 +151,7 @@ async fn call(home: &Home, command: &str, properties: Map<String, Value>) -> any
 
 /// The watchers ringmaster runs, or `None` when it does not answer.
 pub async fn watchers(home: &Home) -> Option<Vec<WatcherState>> {
-    let body = call(home, "status", Map::new()).await.ok()?;
+    let body = call(home, "status", Map::new(), CALL_TIMEOUT).await.ok()?;
     let details = body.get("details")?.as_object()?;
     let order = body.get("statuses")?.as_object()?;
     let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
@@ -157,9 +172,25 @@ pub async fn watchers(home: &Home) -> Option<Vec<WatcherState>> {
     )
 }
 
+/// Have ringmaster re-read its configuration and directory_observer its own (after the files
+/// were regenerated while the stack runs).
+pub async fn apply(home: &Home) -> anyhow::Result<()> {
+    call(home, "reloadconfig", Map::new(), CALL_TIMEOUT).await?;
+    let mut props = Map::new();
+    props.insert("name".into(), Value::from("directory_observer"));
+    props.insert("signum".into(), Value::from("HUP"));
+    // No observer (disabled) is fine.
+    let _ = call(home, "signal", props, CALL_TIMEOUT).await;
+    Ok(())
+}
+
+/// How long an ordinary control command may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Start ringmaster on `ringmaster_ini` in the background (its own session, output to
 /// `log/ringmaster.log`) unless it already runs, then wait up to `timeout` for every watcher.
 pub async fn start(home: &Home, ringmaster: &Path, ringmaster_ini: &Path, timeout: Duration) -> anyhow::Result<Report> {
+    let mut child = None;
     if watchers(home).await.is_none() {
         let log_dir = home.log_dir();
         std::fs::create_dir_all(&log_dir)?;
@@ -177,11 +208,19 @@ pub async fn start(home: &Home, ringmaster: &Path, ringmaster_ini: &Path, timeou
             .stdout(log.try_clone()?)
             .stderr(log)
             .process_group(0);
-        cmd.spawn()
-            .with_context(|| format!("cannot start {}", ringmaster.display()))?;
+        child = Some(
+            cmd.spawn()
+                .with_context(|| format!("cannot start {}", ringmaster.display()))?,
+        );
     }
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
+        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            let log = std::fs::read_to_string(home.log_dir().join("ringmaster.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            anyhow::bail!("ringmaster exited at once ({status}):\n  {}", tail.join("\n  "));
+        }
         if let Some(ws) = watchers(home).await {
             if !ws.is_empty() && ws.iter().all(WatcherState::is_up) {
                 return status(home).await;
@@ -197,10 +236,12 @@ pub async fn start(home: &Home, ringmaster: &Path, ringmaster_ini: &Path, timeou
 
 /// Stop everything in order and wait up to `timeout` for ringmaster to be gone.
 pub async fn stop(home: &Home, timeout: Duration) -> anyhow::Result<bool> {
-    if watchers(home).await.is_none() {
+    // Not answering `status` in time is not "not running": only a refused connection is.
+    if Client::connect(&home.ringmaster_socket()).await.is_err() {
         return Ok(false);
     }
-    call(home, "quit", Map::new()).await?;
+    // ringmaster answers `quit` once every watcher has stopped: give it the whole timeout.
+    call(home, "quit", Map::new(), timeout).await?;
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
         if Client::connect(&home.ringmaster_socket()).await.is_err() {
@@ -219,18 +260,25 @@ pub async fn status(home: &Home) -> anyhow::Result<Report> {
         report.watchers = ws;
     }
     if report.running {
-        if let Ok(Ok((queues, conf))) = tokio::time::timeout(Duration::from_secs(5), redis_view(home)).await {
-            report.queues = queues;
-            report.conf_monitor = conf;
+        let url = match crate::settings::Settings::load(home) {
+            Ok(s) => s.redis.url_for_daemons(home),
+            Err(_) => format!("unix://{}", home.redis_socket().display()),
+        };
+        match tokio::time::timeout(Duration::from_secs(5), redis_view(&url)).await {
+            Ok(Ok((queues, conf))) => {
+                report.queues = queues;
+                report.conf_monitor = conf;
+                report.redis_ok = Some(true);
+            }
+            _ => report.redis_ok = Some(false),
         }
     }
     report.recent_errors = recent_errors(&home.log_dir(), 5);
     Ok(report)
 }
 
-async fn redis_view(home: &Home) -> anyhow::Result<(Vec<QueueDepth>, Option<Value>)> {
-    let url = format!("unix://{}", home.redis_socket().display());
-    let client = redis::Client::open(url.as_str())?;
+async fn redis_view(url: &str) -> anyhow::Result<(Vec<QueueDepth>, Option<Value>)> {
+    let client = redis::Client::open(ironwork_core::connection::normalize_url(url).as_str())?;
     let mut c = client.get_multiplexed_async_connection().await?;
     let mut keys: Vec<String> = Vec::new();
     let mut cursor = 0u64;

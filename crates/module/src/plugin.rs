@@ -197,6 +197,9 @@ pub struct ExtraDaemon {
 }
 
 /// Whether a section name is a switch-rules section (`switch_rules…:…`).
+/// Largest plugin or override file read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 fn is_switch_section(name: &str) -> bool {
     name.split(':').next().unwrap_or_default().starts_with("switch_rules")
 }
@@ -204,6 +207,18 @@ fn is_switch_section(name: &str) -> bool {
 /// A file's sections: the switch-rules ones read with `=` only, the others with `=` and `:`.
 /// Line numbers are the file's.
 fn read_sections(path: &Path, errors: &mut ConfigErrors) -> Option<Vec<Section>> {
+    // Only a regular file of sensible size: a FIFO would block, /dev/zero never end.
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            errors.push(ConfigError::new(path, "not a regular file"));
+            return None;
+        }
+        Ok(m) if m.len() > MAX_CONFIG_BYTES => {
+            errors.push(ConfigError::new(path, format!("larger than {MAX_CONFIG_BYTES} bytes")));
+            return None;
+        }
+        _ => {}
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -455,6 +470,16 @@ fn read_cmd(r: &mut SectionReader<'_>, plugin_dir: &Path, is_step: bool) -> Vec<
     };
     if is_step && words.last().map(String::as_str) == Some(STANDARD_STEP_ARGUMENTS) {
         words.pop();
+    }
+    if words.iter().any(|w| {
+        let lower = w.to_ascii_lowercase();
+        lower.contains("$(circus.") || lower.contains("((circus.")
+    }) {
+        r.error(
+            key,
+            "$(circus.…) would be rewritten by the supervisor: pass values through the environment instead",
+        );
+        return Vec::new();
     }
     if words.iter().any(|w| w.contains("{STANDARD_STEP_ARGUMENTS}")) {
         let msg = if is_step {

@@ -129,9 +129,11 @@ fn summary(p: &Plugin) -> String {
 // ---------------------------------------------------------------------------------------------
 // Staging
 
-/// `plugins/.install-<random>/`: removed with everything in it when dropped.
+/// `plugins/.install-<random>/`: removed with everything in it when dropped, unless it holds
+/// the only copy of a previous plugin (see [`Staging::keep`]).
 struct Staging {
     dir: PathBuf,
+    keep: std::cell::Cell<bool>,
 }
 
 impl Staging {
@@ -147,7 +149,12 @@ impl Staging {
                 .plugins_dir()
                 .join(format!(".install-{:x}{nanos:08x}{n:x}", std::process::id()));
             match fs::create_dir(&dir) {
-                Ok(()) => return Ok(Staging { dir }),
+                Ok(()) => {
+                    return Ok(Staging {
+                        dir,
+                        keep: std::cell::Cell::new(false),
+                    })
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
             }
@@ -156,8 +163,18 @@ impl Staging {
     }
 }
 
+impl Staging {
+    /// Leave the directory on disk: it holds something the operator must move back by hand.
+    fn keep(&self) {
+        self.keep.set(true);
+    }
+}
+
 impl Drop for Staging {
     fn drop(&mut self) {
+        if self.keep.get() {
+            return;
+        }
         if let Err(e) = fs::remove_dir_all(&self.dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 eprintln!("ironwork: cannot remove {}: {e}", self.dir.display());
@@ -212,13 +229,15 @@ fn commit(home: &Home, staging: &Staging, name: &str, replace: bool) -> anyhow::
     };
     let restore_old = || -> anyhow::Result<()> {
         if had_old {
-            fs::rename(&old, &target).with_context(|| {
-                format!(
-                    "cannot put the previous plugin back: it is in {}, move it to {} by hand",
-                    old.display(),
-                    target.display()
-                )
-            })?;
+            fs::rename(&old, &target)
+                .inspect_err(|_| staging.keep())
+                .with_context(|| {
+                    format!(
+                        "cannot put the previous plugin back: it is in {}, move it to {} by hand",
+                        old.display(),
+                        target.display()
+                    )
+                })?;
         }
         Ok(())
     };
@@ -237,12 +256,14 @@ fn commit(home: &Home, staging: &Staging, name: &str, replace: bool) -> anyhow::
         return Ok(had_old);
     }
     // Roll back: the new plugin into the staging directory (removed with it), the old one back.
-    fs::rename(&target, &staged).with_context(|| {
-        format!(
-            "{name} conflicts with the installed plugins and cannot be taken back out of {}: remove it by hand",
-            target.display()
-        )
-    })?;
+    fs::rename(&target, &staged)
+        .inspect_err(|_| staging.keep())
+        .with_context(|| {
+            format!(
+                "{name} conflicts with the installed plugins and cannot be taken back out of {}: remove it by hand",
+                target.display()
+            )
+        })?;
     restore_old()?;
     let listed = caused.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
     bail!(
@@ -569,6 +590,32 @@ fn copy_tree(src: &Path, dst: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuse what a plugin never needs and an archive could smuggle in (devices, FIFOs, sockets,
+/// symbolic links), and strip setuid/setgid bits from what stays.
+fn check_extracted(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path)?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            check_extracted(&path)?;
+        } else if kind.is_file() {
+            let mode = meta.permissions().mode();
+            if mode & 0o6000 != 0 {
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode & !0o6000))?;
+            }
+        } else {
+            bail!(
+                "member {} is not a regular file or directory (links, devices and FIFOs are refused)",
+                path.strip_prefix(dir).unwrap_or(&path).display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Run `tar` (never through a shell); its stdout on success.
 fn tar(args: &[&std::ffi::OsStr]) -> anyhow::Result<String> {
     let out = Process::new("tar").args(args).output().context("cannot run tar")?;
@@ -608,7 +655,9 @@ fn extract(archive: &Path, gzip: bool, base_name: &str, staging: &Staging) -> an
         "-C".as_ref(),
         into.as_os_str(),
         "--no-same-owner".as_ref(),
+        "--no-same-permissions".as_ref(),
     ])?;
+    check_extracted(&into).with_context(|| format!("{}", archive.display()))?;
     let (name, plugin_dir, prefix) = if into.join("config.ini").exists() {
         (base_name.to_string(), into.clone(), String::new())
     } else {

@@ -321,3 +321,29 @@ fn load_all_refuses_only_the_broken_plugins_and_directory_conflicts() {
         ]
     );
 }
+
+#[test]
+fn supervisor_references_in_commands_are_refused() {
+    let (_tmp, home) = home();
+    let errors = plugin(
+        &home,
+        "p",
+        "[step_main]\ncmd_and_args = /bin/echo '$(circus.env.HOME)' w$(CIRCUS.wid)\n",
+    )
+    .expect_err("refused");
+    let text = errors.to_string();
+    assert!(
+        text.contains("[step_main] cmd_and_args") && text.contains("rewritten by the supervisor"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_config_that_is_not_a_regular_file_is_refused_without_being_read() {
+    let (_tmp, home) = home();
+    let dir = home.plugin_dir("fifo");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    nix::unistd::mkfifo(&dir.join("config.ini"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let errors = Plugin::load(&dir, None).expect_err("refused");
+    assert!(errors.to_string().contains("not a regular file"), "{errors}");
+}

@@ -199,3 +199,44 @@ fn init_start_reload_status_stop() {
         text(&out)
     );
 }
+
+#[test]
+fn start_reports_a_supervisor_that_dies_at_once_without_waiting_out_the_timeout() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let fake = dir.path().join("bin");
+    std::fs::create_dir_all(&fake).expect("bin dir");
+    std::fs::write(
+        fake.join("ringmaster"),
+        "#!/bin/sh\necho 'cannot bind the control socket' >&2\nexit 3\n",
+    )
+    .expect("fake ringmaster");
+    std::fs::set_permissions(fake.join("ringmaster"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = Command::new(env!("CARGO_BIN_EXE_ironwork"))
+        .arg("init")
+        .arg(&home)
+        .output()
+        .expect("init");
+    assert!(out.status.success(), "{}", text(&out));
+    let ini = home.join("config/ironwork.ini");
+    let settings = std::fs::read_to_string(&ini).expect("ironwork.ini");
+    std::fs::write(
+        &ini,
+        settings.replace("\ndir =\n", &format!("\ndir = {}\n", fake.display())),
+    )
+    .expect("write");
+    let started = Instant::now();
+    let out = ironwork(&home, &["start", "--timeout", "60"]);
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "waited {:?}",
+        started.elapsed()
+    );
+    let t = text(&out);
+    assert!(
+        t.contains("exited at once") && t.contains("cannot bind the control socket"),
+        "{t}"
+    );
+}

@@ -424,3 +424,52 @@ fn remove_keeps_the_admin_override() {
     assert!(err.contains("invalid plugin name"), "{err}");
     assert!(home.root.join("config").is_dir());
 }
+
+#[test]
+fn archives_with_links_or_devices_are_refused_and_setuid_bits_dropped() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = init();
+    let src = home._tmp.path().join("src");
+    let plugin = src.join("linky");
+    fs::create_dir_all(&plugin).expect("mkdir");
+    fs::write(plugin.join("config.ini"), "[step_main]\ncmd_and_args = /bin/true\n").expect("config");
+    std::os::unix::fs::symlink("/etc/hostname", plugin.join("escape")).expect("symlink");
+    let archive = home._tmp.path().join("linky.tar");
+    let st = Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .arg("linky")
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    let out = ironwork(&home, &["plugins", "install", archive.to_str().unwrap_or_default()]);
+    assert!(
+        !out.status.success() && text(&out).contains("links, devices and FIFOs are refused"),
+        "{}",
+        text(&out)
+    );
+    assert!(home.entries().is_empty(), "{:?}", home.entries());
+
+    fs::remove_file(plugin.join("escape")).expect("rm link");
+    fs::write(plugin.join("tool"), "#!/bin/sh\n").expect("tool");
+    fs::set_permissions(plugin.join("tool"), fs::Permissions::from_mode(0o4755)).expect("chmod");
+    let archive = home._tmp.path().join("linky.tar.gz");
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .arg("linky")
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    let out = ironwork(&home, &["plugins", "install", archive.to_str().unwrap_or_default()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mode = fs::metadata(home.plugins().join("linky/tool"))
+        .expect("tool")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o6000, 0, "setuid kept: {mode:o}");
+}
