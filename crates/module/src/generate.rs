@@ -520,6 +520,47 @@ fn rel(home: &Home, p: &Path) -> String {
     p.strip_prefix(&home.root).unwrap_or(p).display().to_string()
 }
 
+impl Generated {
+    /// Check each file with the loader of the daemon that reads it (ringmaster's,
+    /// directory_observer's, the switch's), through a staging copy in `tmp/config_auto/`.
+    /// Returns every problem found.
+    pub fn validate(&self, home: &Home) -> Result<(), Vec<String>> {
+        let lines = |e: ironwork_core::config::ConfigErrors| e.0.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let dir = home.config_auto_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| vec![format!("cannot create {}: {e}", dir.display())])?;
+        let mut problems = Vec::new();
+        for (name, text) in [
+            ("ringmaster.ini", &self.ringmaster_ini),
+            ("directory_observer.ini", &self.directory_observer_ini),
+            ("switch_rules.ini", &self.switch_rules_ini),
+        ] {
+            let part = dir.join(format!(".{name}.check"));
+            if let Err(e) = std::fs::write(&part, text) {
+                problems.push(format!("cannot write {}: {e}", part.display()));
+                continue;
+            }
+            let result = match name {
+                "ringmaster.ini" => ringmaster::config::Config::load(&part).map(drop).map_err(lines),
+                "directory_observer.ini" => directory_observer::config::Config::load_with_home(&part, Some(&home.root))
+                    .map(drop)
+                    .map_err(lines),
+                _ => ironwork_step::switch_rules::RuleSet::load(&part)
+                    .map(drop)
+                    .map_err(lines),
+            };
+            let _ = std::fs::remove_file(&part);
+            if let Err(e) = result {
+                problems.extend(e);
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,46 +604,5 @@ mod tests {
         assert_eq!(secs(Duration::from_millis(1500)), "1500ms");
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote(""), "''");
-    }
-}
-
-impl Generated {
-    /// Check each file with the loader of the daemon that reads it (ringmaster's,
-    /// directory_observer's, the switch's), through a staging copy in `tmp/config_auto/`.
-    /// Returns every problem found.
-    pub fn validate(&self, home: &Home) -> Result<(), Vec<String>> {
-        let lines = |e: ironwork_core::config::ConfigErrors| e.0.iter().map(ToString::to_string).collect::<Vec<_>>();
-        let dir = home.config_auto_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| vec![format!("cannot create {}: {e}", dir.display())])?;
-        let mut problems = Vec::new();
-        for (name, text) in [
-            ("ringmaster.ini", &self.ringmaster_ini),
-            ("directory_observer.ini", &self.directory_observer_ini),
-            ("switch_rules.ini", &self.switch_rules_ini),
-        ] {
-            let part = dir.join(format!(".{name}.check"));
-            if let Err(e) = std::fs::write(&part, text) {
-                problems.push(format!("cannot write {}: {e}", part.display()));
-                continue;
-            }
-            let result = match name {
-                "ringmaster.ini" => ringmaster::config::Config::load(&part).map(drop).map_err(lines),
-                "directory_observer.ini" => directory_observer::config::Config::load_with_home(&part, Some(&home.root))
-                    .map(drop)
-                    .map_err(lines),
-                _ => ironwork_step::switch_rules::RuleSet::load(&part)
-                    .map(drop)
-                    .map_err(lines),
-            };
-            let _ = std::fs::remove_file(&part);
-            if let Err(e) = result {
-                problems.extend(e);
-            }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
     }
 }
