@@ -139,19 +139,8 @@ impl Default for RedisSettings {
     }
 }
 
-/// Where the queues' Redis is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisTarget {
-    /// A unix socket.
-    Unix(PathBuf),
-    /// A TCP server.
-    Tcp {
-        /// Host name or address.
-        host: String,
-        /// Port.
-        port: u16,
-    },
-}
+/// Where the queues' Redis is (the type directory_observer's configuration uses too).
+pub use directory_observer::config::RedisTarget;
 
 impl RedisSettings {
     /// Whether ringmaster runs the Redis (no `url`).
@@ -172,8 +161,7 @@ impl RedisSettings {
     pub fn url_for_daemons(&self, home: &Home) -> String {
         match (&self.url, self.target(home)) {
             (Some(url), _) => url.clone(),
-            (None, RedisTarget::Unix(p)) => format!("unix://{}", p.display()),
-            (None, RedisTarget::Tcp { host, port }) => format!("redis://{host}:{port}"),
+            (None, target) => target.url(),
         }
     }
 }
