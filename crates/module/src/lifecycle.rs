@@ -264,7 +264,14 @@ pub async fn status(home: &Home) -> anyhow::Result<Report> {
             Ok(s) => s.redis.url_for_daemons(home),
             Err(_) => format!("unix://{}", home.redis_socket().display()),
         };
-        match tokio::time::timeout(Duration::from_secs(5), redis_view(&url)).await {
+        // Every step's queue is listed, the empty ones too (Redis drops empty lists).
+        let known: Vec<String> = report
+            .watchers
+            .iter()
+            .filter(|w| w.name.starts_with("step."))
+            .map(|w| w.name.clone())
+            .collect();
+        match tokio::time::timeout(Duration::from_secs(5), redis_view(&url, &known)).await {
             Ok(Ok((queues, conf))) => {
                 report.queues = queues;
                 report.conf_monitor = conf;
@@ -277,7 +284,7 @@ pub async fn status(home: &Home) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-async fn redis_view(url: &str) -> anyhow::Result<(Vec<QueueDepth>, Option<Value>)> {
+async fn redis_view(url: &str, known: &[String]) -> anyhow::Result<(Vec<QueueDepth>, Option<Value>)> {
     let client = redis::Client::open(ironwork_core::connection::normalize_url(url).as_str())?;
     let mut c = client.get_multiplexed_async_connection().await?;
     let mut keys: Vec<String> = Vec::new();
@@ -299,12 +306,16 @@ async fn redis_view(url: &str) -> anyhow::Result<(Vec<QueueDepth>, Option<Value>
             break;
         }
     }
-    keys.sort();
+    let mut names_seen: std::collections::BTreeSet<String> = known.iter().cloned().collect();
+    for k in &keys {
+        let base = match k.find(".processing.") {
+            Some(i) => &k[..i],
+            None => k.strip_suffix(".dead").unwrap_or(k),
+        };
+        names_seen.insert(base.to_string());
+    }
     let mut queues: Vec<QueueDepth> = Vec::new();
-    for k in keys
-        .iter()
-        .filter(|k| !k.contains(".processing.") && !k.ends_with(".dead"))
-    {
+    for k in &names_seen {
         let waiting: u64 = redis::cmd("LLEN").arg(k).query_async(&mut c).await?;
         let dead: u64 = redis::cmd("LLEN").arg(names::dead(k)).query_async(&mut c).await?;
         let mut in_flight = 0;
