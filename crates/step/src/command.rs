@@ -23,6 +23,10 @@ pub struct CommandStep {
     argv: Vec<String>,
     timeout: Duration,
     kill_grace: Duration,
+    /// `MFDATA_CURRENT_PLUGIN_DIR`: each command runs there, resolved by path at every spawn,
+    /// so a plugin replaced on disk is used at once (the worker's own working directory would
+    /// still be the old, deleted one).
+    plugin_dir: Option<std::path::PathBuf>,
 }
 
 impl CommandStep {
@@ -33,11 +37,17 @@ impl CommandStep {
             argv,
             timeout,
             kill_grace,
+            plugin_dir: std::env::var_os("MFDATA_CURRENT_PLUGIN_DIR")
+                .filter(|d| !d.is_empty())
+                .map(Into::into),
         }
     }
 
     fn command(&self, file: &StepFile) -> Command {
         let mut cmd = Command::new(&self.argv[0]);
+        if let Some(dir) = &self.plugin_dir {
+            cmd.current_dir(dir);
+        }
         cmd.args(&self.argv[1..])
             .arg(file.path())
             .process_group(0)

@@ -589,3 +589,33 @@ fn hard_links_of_one_file_in_two_steps_are_processed_by_both() {
     assert!(wait_for(DEADLINE, || h.files(&h.data.join("tmp/p.a")).is_empty()
         && h.files(&h.data.join("tmp/p.b")).is_empty()));
 }
+
+#[test]
+fn commands_run_in_the_plugin_directory_as_it_is_now() {
+    let h = Harness::new();
+    let plugin = h.work.join("plugin");
+    std::fs::create_dir_all(&plugin).expect("plugin dir");
+    h.drop_file("p", "main", "f", "x");
+    let out = h.work.join("out");
+    // The worker runs elsewhere: the command still starts in the plugin directory, by path.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_step"))
+        .args(["run", "--plugin", "p", "--redis", &h.redis.url(), "--data-dir"])
+        .arg(&h.data)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            &format!("pwd > {}; ls >> {}", out.display(), out.display()),
+            "sh",
+        ])
+        .env("MFDATA_CURRENT_PLUGIN_DIR", &plugin)
+        .current_dir(&h.work)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(wait_for(DEADLINE, || out.exists()));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert_eq!(text.lines().next(), Some(plugin.to_str().unwrap_or_default()), "{text}");
+}
