@@ -127,8 +127,9 @@ impl Batch {
 /// What the async side asks of the reader thread.
 #[derive(Debug)]
 pub enum Command {
-    /// Watch exactly these roots: unwatch removed ones, watch and rescan added ones.
-    Reconfigure(Vec<Arc<Root>>),
+    /// Watch exactly these roots: unwatch removed ones, watch and rescan added ones; then
+    /// answer on the channel, so the caller knows the new watches exist.
+    Reconfigure(Vec<Arc<Root>>, tokio::sync::oneshot::Sender<()>),
 }
 
 /// One watched directory.
@@ -612,7 +613,10 @@ impl Watcher {
             }
             loop {
                 match commands.try_recv() {
-                    Ok(Command::Reconfigure(roots)) => self.set_roots(roots),
+                    Ok(Command::Reconfigure(roots, done)) => {
+                        self.set_roots(roots);
+                        let _ = done.send(());
+                    }
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         self.drain(&mut buf)?;
                         self.drops.flush();
@@ -711,8 +715,11 @@ impl WatcherHandle {
 
     /// Ask the thread to watch exactly `roots`.
     pub async fn reconfigure(&self, roots: Vec<Arc<Root>>) {
-        if self.commands.send(Command::Reconfigure(roots)).await.is_ok() {
+        let (done, applied) = tokio::sync::oneshot::channel();
+        if self.commands.send(Command::Reconfigure(roots, done)).await.is_ok() {
             self.wake();
+            // Returns once the reader thread has its new watches (or is gone).
+            let _ = applied.await;
         }
     }
 
