@@ -25,12 +25,8 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test]
-async fn edits_are_regenerated_announced_and_broken_ones_refused() {
-    let server = RedisServer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let home = Home::init(&dir.path().join("home")).expect("init");
-    write(&home.plugin_dir("demo").join("config.ini"), PLUGIN);
+/// conf_monitor on `home`, polling fast, against `server`.
+fn spawn(server: &RedisServer, home: &Home) -> (tokio::task::JoinHandle<anyhow::Result<()>>, CancellationToken) {
     let redis = Redis::open(&server.url()).expect("redis");
     let token = CancellationToken::new();
     let options = conf_monitor::Options {
@@ -39,6 +35,16 @@ async fn edits_are_regenerated_announced_and_broken_ones_refused() {
         quiet: Duration::from_millis(200),
     };
     let task = tokio::spawn(conf_monitor::run(Home::new(&home.root), redis, options, token.clone()));
+    (task, token)
+}
+
+#[tokio::test]
+async fn edits_are_regenerated_announced_and_broken_ones_refused() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = Home::init(&dir.path().join("home")).expect("init");
+    write(&home.plugin_dir("demo").join("config.ini"), PLUGIN);
+    let (task, token) = spawn(&server, &home);
     let ini = home.ringmaster_ini();
     let control = || server.cli(&["LRANGE", "ringmaster.control", "0", "-1"]);
     let status = || server.cli(&["GET", "conf_monitor.status"]);
@@ -101,14 +107,7 @@ async fn files_generated_while_conf_monitor_was_away_are_still_announced() {
     write(&home.plugin_dir("demo").join("config.ini"), PLUGIN);
     // Generated (e.g. by `ironwork generate`) before conf_monitor runs: no file will change.
     conf_monitor::regenerate(&home, Path::new("/opt/ironwork/bin")).expect("generated");
-    let redis = Redis::open(&server.url()).expect("redis");
-    let token = CancellationToken::new();
-    let options = conf_monitor::Options {
-        bin_dir: "/opt/ironwork/bin".into(),
-        poll: Duration::from_millis(50),
-        quiet: Duration::from_millis(200),
-    };
-    let task = tokio::spawn(conf_monitor::run(Home::new(&home.root), redis, options, token.clone()));
+    let (task, token) = spawn(&server, &home);
     let control = || server.cli(&["LRANGE", "ringmaster.control", "0", "-1"]);
     until("the first pass to announce", || {
         control().contains("reloadconfig") && control().contains("\"HUP\"")
@@ -124,14 +123,7 @@ async fn notifications_wait_for_redis_and_watching_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = Home::init(&dir.path().join("home")).expect("init");
     write(&home.plugin_dir("demo").join("config.ini"), PLUGIN);
-    let redis = Redis::open(&server.url()).expect("redis");
-    let token = CancellationToken::new();
-    let options = conf_monitor::Options {
-        bin_dir: "/opt/ironwork/bin".into(),
-        poll: Duration::from_millis(50),
-        quiet: Duration::from_millis(200),
-    };
-    let task = tokio::spawn(conf_monitor::run(Home::new(&home.root), redis, options, token.clone()));
+    let (task, token) = spawn(&server, &home);
     until("first generation", || {
         server
             .cli(&["LRANGE", "ringmaster.control", "0", "-1"])

@@ -32,6 +32,20 @@ fn ironwork(home: &Path, args: &[&str]) -> Output {
         .expect("run ironwork")
 }
 
+/// `ironwork init HOME`, with `[binaries] dir` set to `bins`.
+fn init(home: &Path, bins: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ironwork"))
+        .arg("init")
+        .arg(home)
+        .output()
+        .expect("init");
+    assert!(out.status.success(), "{}", text(&out));
+    let ini = home.join("config/ironwork.ini");
+    let settings = std::fs::read_to_string(&ini).expect("ironwork.ini");
+    let settings = settings.replace("\ndir =\n", &format!("\ndir = {}\n", bins.display()));
+    std::fs::write(&ini, settings).expect("write");
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -71,19 +85,7 @@ fn init_start_reload_status_stop() {
     let bins = bin_dir();
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().join("home");
-    let out = Command::new(env!("CARGO_BIN_EXE_ironwork"))
-        .args(["init"])
-        .arg(&home)
-        .output()
-        .expect("init");
-    assert!(out.status.success(), "{}", text(&out));
-    let ini = home.join("config/ironwork.ini");
-    let settings = std::fs::read_to_string(&ini).expect("ironwork.ini");
-    std::fs::write(
-        &ini,
-        settings.replace("\ndir =\n", &format!("\ndir = {}\n", bins.display())),
-    )
-    .expect("write");
+    init(&home, &bins);
     std::fs::create_dir_all(home.join("plugins/demo")).expect("plugin dir");
     std::fs::write(home.join("plugins/demo/config.ini"), PLUGIN).expect("plugin");
 
@@ -213,19 +215,7 @@ fn start_reports_a_supervisor_that_dies_at_once_without_waiting_out_the_timeout(
     )
     .expect("fake ringmaster");
     std::fs::set_permissions(fake.join("ringmaster"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let out = Command::new(env!("CARGO_BIN_EXE_ironwork"))
-        .arg("init")
-        .arg(&home)
-        .output()
-        .expect("init");
-    assert!(out.status.success(), "{}", text(&out));
-    let ini = home.join("config/ironwork.ini");
-    let settings = std::fs::read_to_string(&ini).expect("ironwork.ini");
-    std::fs::write(
-        &ini,
-        settings.replace("\ndir =\n", &format!("\ndir = {}\n", fake.display())),
-    )
-    .expect("write");
+    init(&home, &fake);
     let started = Instant::now();
     let out = ironwork(&home, &["start", "--timeout", "60"]);
     assert!(!out.status.success());
