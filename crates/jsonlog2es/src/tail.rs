@@ -1,0 +1,778 @@
+//! The reader: one thread that finds files, follows them through rotation and truncation, cuts
+//! complete lines, encodes them and hands full batches to the shippers.
+//!
+//! - Discovery runs every `scan_interval`, whether or not reading is paused, so rotations are
+//!   seen while Elasticsearch is slow.
+//! - A file renamed away or deleted keeps its descriptor and is read to its end before it is
+//!   closed (or after `close_removed_after`); the file that replaced it is a new identity.
+//! - `size < position`, or a first line that changed, is a truncation: the epoch goes up and the
+//!   file is read again from byte 0.
+//! - A partial last line stays in memory until its newline arrives.
+//! - Reading pauses while `queue_bytes` of batches wait for acknowledgement.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{Batch, Item};
+use crate::checkpoint::{fingerprint, read_fingerprint, FileKey};
+use crate::config::{Config, Input, LongLines, ReadFrom};
+use crate::dead_letter::{DeadLetters, Letter};
+use crate::discover::matching_files;
+use crate::encode::{CompiledTransform, Encoder, Outcome};
+use crate::stats::Stats;
+
+/// Where a followed file stands.
+struct Tracked {
+    key: FileKey,
+    epoch: u32,
+    prefix: String,
+    input: usize,
+    path: Arc<Path>,
+    file: Option<File>,
+    /// File offset of the next read.
+    read_pos: u64,
+    /// Bytes read and not yet consumed; they start at `read_pos - buf.len()`.
+    buf: Vec<u8>,
+    /// Inside a line longer than `max_line_bytes`: its start and the kept prefix (truncate).
+    long: Option<(u64, Option<Vec<u8>>)>,
+    at_path: bool,
+    removed_since: Option<Instant>,
+    /// Closed after removal; remembered in case it comes back, until `forget_after`.
+    gone_since: Option<Instant>,
+    last_data: Instant,
+    eof: bool,
+    /// Compare the line at offset 0 with the identity before shipping it (after a truncation).
+    check_first_line: bool,
+}
+
+impl Tracked {
+    fn deleted(&self) -> bool {
+        self.file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| m.nlink() == 0)
+    }
+}
+
+/// What the reader needs from `run`.
+pub struct ReaderParts {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// `(epoch, offset)` per identity, from the checkpoint file.
+    pub resume: HashMap<FileKey, (u32, u64)>,
+    /// No checkpoint file existed: `read_from = end` applies.
+    pub first_run: bool,
+    /// Full batches go here; when it is full the batch is held and reading pauses.
+    pub tx: mpsc::Sender<Batch>,
+    /// Bytes of batches sent and not yet acknowledged.
+    pub queued: Arc<AtomicU64>,
+    /// Counters.
+    pub stats: Stats,
+    /// Where rejected lines go.
+    pub dead: Arc<DeadLetters>,
+    /// Host name for `%{hostname}`.
+    pub hostname: String,
+}
+
+/// The reader thread's state.
+pub struct Reader {
+    config: Arc<Config>,
+    encoders: Vec<Encoder>,
+    files: HashMap<FileKey, Tracked>,
+    by_inode: HashMap<(u64, u64), FileKey>,
+    resume: HashMap<FileKey, (u32, u64)>,
+    first_run: bool,
+    startup: bool,
+    batch: Batch,
+    next_seq: u64,
+    held: Option<Batch>,
+    tx: mpsc::Sender<Batch>,
+    queued: Arc<AtomicU64>,
+    stats: Stats,
+    dead: Arc<DeadLetters>,
+}
+
+/// What consuming a buffer ended with.
+enum Consumed {
+    /// Every complete line was taken.
+    Done,
+    /// The batch is full; lines remain.
+    Full,
+    /// The first line differs from the identity's fingerprint: re-key, then go on.
+    Rekey(u64),
+}
+
+impl Reader {
+    /// A reader over `parts`.
+    pub fn new(parts: ReaderParts) -> Self {
+        let transform = Arc::new(CompiledTransform::new(&parts.config.transform, &parts.hostname));
+        let encoders = parts
+            .config
+            .inputs
+            .iter()
+            .map(|i| Encoder::new(i, transform.clone()))
+            .collect();
+        Self {
+            encoders,
+            files: HashMap::new(),
+            by_inode: HashMap::new(),
+            resume: parts.resume,
+            first_run: parts.first_run,
+            startup: true,
+            batch: Batch::default(),
+            next_seq: 0,
+            held: None,
+            tx: parts.tx,
+            queued: parts.queued,
+            stats: parts.stats,
+            dead: parts.dead,
+            config: parts.config,
+        }
+    }
+
+    /// Read until `token` is cancelled, then hand over the last batch.
+    pub fn run(mut self, token: &CancellationToken) {
+        let tail = self.config.tail.clone();
+        let mut next_scan = Instant::now();
+        let mut next_maintain = Instant::now();
+        while !token.is_cancelled() {
+            let now = Instant::now();
+            if now >= next_scan {
+                self.scan();
+                next_scan = now + tail.scan_interval;
+            }
+            self.send_held();
+            let mut progressed = false;
+            if self.has_room() {
+                progressed = self.read_round();
+            }
+            if !progressed || now >= next_maintain {
+                self.maintain();
+                next_maintain = now + tail.poll_interval;
+            }
+            let age = self.batch.opened.map(|o| o.elapsed()).unwrap_or_default();
+            if !self.batch.is_empty()
+                && (age >= self.config.elasticsearch.flush_interval || self.batch.items.is_empty())
+            {
+                self.send_batch();
+            }
+            if !progressed {
+                std::thread::sleep(tail.poll_interval.min(Duration::from_millis(100)));
+            }
+        }
+        // Hand over what was read; the shippers get the grace period to send it.
+        self.send_batch();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.held.is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            self.send_held();
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.held.is_none() && self.queued.load(Ordering::Relaxed) < self.config.state.queue_bytes
+    }
+
+    /// One turn over the open files, removed ones first; true when any byte was consumed.
+    fn read_round(&mut self) -> bool {
+        let now_hours = (SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            / 3600) as i64;
+        let mut keys: Vec<(bool, FileKey)> = self
+            .files
+            .values()
+            .filter(|t| t.file.is_some())
+            .map(|t| (t.removed_since.is_none(), t.key))
+            .collect();
+        keys.sort_unstable_by_key(|(live, _)| *live);
+        let mut progressed = false;
+        for (_, key) in keys {
+            progressed |= self.read_file(key, now_hours);
+            if self.batch_full() {
+                self.send_batch();
+                if !self.has_room() {
+                    break;
+                }
+            }
+        }
+        progressed
+    }
+
+    fn batch_full(&self) -> bool {
+        let es = &self.config.elasticsearch;
+        self.batch.items.len() >= es.bulk_max_docs || self.batch.body.len() >= es.bulk_max_bytes
+    }
+
+    /// Consume what is buffered, read one chunk, consume again. True when bytes were read.
+    fn read_file(&mut self, mut key: FileKey, now_hours: i64) -> bool {
+        let mut read_any = false;
+        let mut did_read = false;
+        loop {
+            let consumed = self.consume(key, now_hours);
+            match consumed {
+                Consumed::Rekey(fp) => {
+                    key = self.rekey(key, fp);
+                    continue;
+                }
+                Consumed::Full => return true,
+                Consumed::Done if did_read => return read_any,
+                Consumed::Done => {}
+            }
+            did_read = true;
+            let chunk = self.config.tail.read_chunk;
+            let Some(t) = self.files.get_mut(&key) else {
+                return read_any;
+            };
+            let Some(file) = t.file.as_mut() else { return read_any };
+            let old = t.buf.len();
+            t.buf.resize(old + chunk, 0);
+            let n = loop {
+                match file.read(&mut t.buf[old..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        tracing::warn!(path = %t.path.display(), error = %e, "read failed; retrying later");
+                        break 0;
+                    }
+                }
+            };
+            t.buf.truncate(old + n);
+            if n == 0 {
+                t.eof = true;
+                return read_any;
+            }
+            t.eof = false;
+            t.read_pos += n as u64;
+            t.last_data = Instant::now();
+            self.stats.bytes.add(n as u64);
+            read_any = true;
+        }
+    }
+
+    /// Cut complete lines out of the file's buffer into the batch.
+    fn consume(&mut self, key: FileKey, now_hours: i64) -> Consumed {
+        let Some(t) = self.files.get_mut(&key) else {
+            return Consumed::Done;
+        };
+        let input: &Input = &self.config.inputs[t.input];
+        let encoder = &mut self.encoders[t.input];
+        let es = &self.config.elasticsearch;
+        let batch = &mut self.batch;
+        let max = input.max_line_bytes;
+        let base = t.read_pos - t.buf.len() as u64;
+        // Inside an over-long line, the position stays at its start until its newline.
+        let consumed_to = t.long.as_ref().map_or(base, |(start, _)| *start);
+        let src = batch.source(t.key, t.epoch, &t.path, consumed_to);
+        let mut letters = Vec::new();
+        let mut pos = 0usize;
+        let mut lines = 0u64;
+        let mut id = String::with_capacity(40);
+        let mut result = Consumed::Done;
+        loop {
+            if batch.items.len() >= es.bulk_max_docs || batch.body.len() >= es.bulk_max_bytes {
+                result = Consumed::Full;
+                break;
+            }
+            let rest = &t.buf[pos..];
+            let newline = memchr::memchr(b'\n', rest);
+            if let Some((start, kept)) = t.long.take() {
+                // Inside an over-long line: discard up to its newline.
+                let Some(nl) = newline else {
+                    pos = t.buf.len();
+                    t.long = Some((start, kept));
+                    break;
+                };
+                let end = base + (pos + nl + 1) as u64;
+                match kept {
+                    Some(prefix) => {
+                        self.stats.truncated.inc();
+                        emit(
+                            encoder,
+                            batch,
+                            &t.prefix,
+                            src,
+                            start,
+                            &prefix,
+                            now_hours,
+                            &mut id,
+                            &mut letters,
+                            &t.path,
+                            &self.stats,
+                        );
+                    }
+                    None => self.stats.skipped.inc(),
+                }
+                lines += 1;
+                pos += nl + 1;
+                batch.sources[src as usize].offset = end;
+                continue;
+            }
+            let Some(nl) = newline else {
+                if rest.len() > max {
+                    // Start of an over-long line: keep what may be shipped, drop the rest.
+                    let start = base + pos as u64;
+                    if start == 0 && t.check_first_line {
+                        if let Some(fp) = fingerprint(rest) {
+                            t.check_first_line = false;
+                            if fp != t.key.fingerprint {
+                                result = Consumed::Rekey(fp);
+                                break;
+                            }
+                        }
+                    }
+                    let kept = (input.long_lines == LongLines::Truncate).then(|| rest[..max].to_vec());
+                    t.long = Some((start, kept));
+                    pos = t.buf.len();
+                }
+                break;
+            };
+            let start = base + pos as u64;
+            if start == 0 && t.check_first_line {
+                if let Some(fp) = fingerprint(rest) {
+                    t.check_first_line = false;
+                    if fp != t.key.fingerprint {
+                        result = Consumed::Rekey(fp);
+                        break;
+                    }
+                }
+            }
+            let line = &rest[..nl];
+            lines += 1;
+            if line.len() > max {
+                if input.long_lines == LongLines::Truncate {
+                    self.stats.truncated.inc();
+                    emit(
+                        encoder,
+                        batch,
+                        &t.prefix,
+                        src,
+                        start,
+                        &line[..max],
+                        now_hours,
+                        &mut id,
+                        &mut letters,
+                        &t.path,
+                        &self.stats,
+                    );
+                } else {
+                    self.stats.skipped.inc();
+                }
+            } else {
+                emit(
+                    encoder,
+                    batch,
+                    &t.prefix,
+                    src,
+                    start,
+                    line,
+                    now_hours,
+                    &mut id,
+                    &mut letters,
+                    &t.path,
+                    &self.stats,
+                );
+            }
+            pos += nl + 1;
+            batch.sources[src as usize].offset = base + pos as u64;
+        }
+        t.buf.drain(..pos);
+        if t.buf.capacity() > 4 * self.config.tail.read_chunk + max {
+            t.buf.shrink_to(self.config.tail.read_chunk);
+        }
+        self.stats.lines.add(lines);
+        if !letters.is_empty() {
+            self.stats.dead_lettered.add(letters.len() as u64);
+            if let Err(e) = self.dead.write(&letters) {
+                tracing::error!(path = %self.dead.path().display(), error = %e, lines = letters.len(), "cannot write the dead-letter file; lines lost");
+            }
+        }
+        result
+    }
+
+    /// The file's first line changed (truncated and rewritten): follow it under its new identity.
+    fn rekey(&mut self, key: FileKey, fingerprint: u64) -> FileKey {
+        let Some(mut t) = self.files.remove(&key) else {
+            return key;
+        };
+        let new_key = FileKey { fingerprint, ..key };
+        if self.files.contains_key(&new_key) {
+            // Two live files cannot share an inode; keep the identity, but never reuse its ids.
+            t.epoch += 1;
+            t.prefix = t.key.id_prefix(t.epoch);
+            self.files.insert(key, t);
+            return key;
+        }
+        tracing::info!(path = %t.path.display(), "file rewritten from its start: new identity");
+        self.batch.gone.push(key);
+        t.key = new_key;
+        t.epoch = self.resume.get(&new_key).map_or(0, |(e, _)| e + 1);
+        t.prefix = new_key.id_prefix(t.epoch);
+        self.by_inode.insert((new_key.dev, new_key.ino), new_key);
+        self.files.insert(new_key, t);
+        new_key
+    }
+
+    fn send_batch(&mut self) {
+        if self.held.is_some() || self.batch.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.seq = self.next_seq;
+        self.next_seq += 1;
+        let bytes = batch.body.len() as u64;
+        let queued = self.queued.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.stats.queued_bytes.set(queued as i64);
+        self.held = Some(batch);
+        self.send_held();
+    }
+
+    fn send_held(&mut self) {
+        if let Some(batch) = self.held.take() {
+            match self.tx.try_send(batch) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(b)) => self.held = Some(b),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+
+    /// Find new files, renames, removals and truncations.
+    fn scan(&mut self) {
+        for t in self.files.values_mut() {
+            t.at_path = false;
+        }
+        let inputs = self.config.inputs.clone();
+        for (i, input) in inputs.iter().enumerate() {
+            for path in matching_files(input) {
+                if let Err(e) = self.scan_path(i, input, &path) {
+                    tracing::debug!(path = %path.display(), error = %e, "cannot follow file");
+                }
+            }
+        }
+        let now = Instant::now();
+        for t in self.files.values_mut() {
+            if !t.at_path && t.gone_since.is_none() && t.removed_since.is_none() {
+                tracing::info!(path = %t.path.display(), "file removed or renamed away; reading it to its end");
+                t.removed_since = Some(now);
+            }
+        }
+        if self.startup {
+            // Checkpoints of files not found at all: start their expiry clock.
+            let live: Vec<FileKey> = self.files.keys().copied().collect();
+            for key in self.resume.keys() {
+                if !live.contains(key) {
+                    self.batch.gone.push(*key);
+                }
+            }
+            self.startup = false;
+        }
+        let forget = self.config.state.forget_after;
+        let forgotten: Vec<FileKey> = self
+            .files
+            .values()
+            .filter(|t| t.gone_since.is_some_and(|g| g.elapsed() >= forget))
+            .map(|t| t.key)
+            .collect();
+        for key in forgotten {
+            self.files.remove(&key);
+            if self.by_inode.get(&(key.dev, key.ino)) == Some(&key) {
+                self.by_inode.remove(&(key.dev, key.ino));
+            }
+        }
+        self.enforce_open_limit();
+        self.stats
+            .files
+            .set(self.files.values().filter(|t| t.gone_since.is_none()).count() as i64);
+        self.stats
+            .open_files
+            .set(self.files.values().filter(|t| t.file.is_some()).count() as i64);
+    }
+
+    fn scan_path(&mut self, input_idx: usize, input: &Input, path: &Path) -> io::Result<()> {
+        let meta = std::fs::metadata(path)?;
+        let inode = (meta.dev(), meta.ino());
+        if let Some(key) = self.by_inode.get(&inode).copied() {
+            if let Some(t) = self.files.get_mut(&key) {
+                if t.file.is_some() && !t.deleted() {
+                    t.at_path = true;
+                    if *t.path != *path {
+                        tracing::info!(from = %t.path.display(), to = %path.display(), "file renamed");
+                        t.path = Arc::from(path);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        let file = File::open(path)?;
+        let fmeta = file.metadata()?;
+        if (fmeta.dev(), fmeta.ino()) != inode {
+            return Ok(()); // replaced between stat and open; next scan
+        }
+        let Some(fp) = read_fingerprint(&file)? else {
+            return Ok(()); // no complete first line yet
+        };
+        let key = FileKey {
+            dev: inode.0,
+            ino: inode.1,
+            fingerprint: fp,
+        };
+        let size = fmeta.len();
+        if let Some(t) = self.files.get_mut(&key) {
+            if t.file.is_some() && t.deleted() {
+                return Ok(()); // the old file is still being drained; take the new one next scan
+            }
+            t.at_path = true;
+            t.path = Arc::from(path);
+            t.removed_since = None;
+            if t.gone_since.take().is_some() {
+                tracing::info!(path = %path.display(), "file is back");
+            }
+            if t.file.is_none() && size != t.read_pos {
+                t.file = Some(file);
+                t.last_data = Instant::now();
+                if size < t.read_pos {
+                    truncated(t, &mut self.batch);
+                } else {
+                    seek(t)?;
+                }
+            }
+            self.by_inode.insert(inode, key);
+            return Ok(());
+        }
+        let (mut epoch, mut offset) = match self.resume.get(&key) {
+            Some(p) => *p,
+            None if input.read_from == ReadFrom::End && self.first_run && self.startup => {
+                (0, last_line_end(&file, size)?)
+            }
+            None => (0, 0),
+        };
+        if size < offset {
+            tracing::info!(path = %path.display(), offset, size, "file shorter than its checkpoint: truncated, reading from its start");
+            (epoch, offset) = (epoch + 1, 0);
+        }
+        tracing::info!(path = %path.display(), offset, size, input = input.name, "following file");
+        let mut t = Tracked {
+            key,
+            epoch,
+            prefix: key.id_prefix(epoch),
+            input: input_idx,
+            path: Arc::from(path),
+            file: Some(file),
+            read_pos: offset,
+            buf: Vec::new(),
+            long: None,
+            at_path: true,
+            removed_since: None,
+            gone_since: None,
+            last_data: Instant::now(),
+            eof: false,
+            check_first_line: false,
+        };
+        seek(&mut t)?;
+        self.batch.source(key, epoch, &t.path, offset);
+        self.by_inode.insert(inode, key);
+        self.files.insert(key, t);
+        Ok(())
+    }
+
+    /// End-of-file checks: truncation, finished removed files, idle files.
+    fn maintain(&mut self) {
+        let tail = self.config.tail.clone();
+        let mut closed = Vec::new();
+        for t in self.files.values_mut() {
+            let Some(file) = t.file.as_ref() else { continue };
+            if !t.eof {
+                continue;
+            }
+            let Ok(meta) = file.metadata() else { continue };
+            let size = meta.len();
+            let fp_changed = t.read_pos > 0
+                && t.at_path
+                && t.removed_since.is_none()
+                && read_fingerprint(file)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|fp| fp != t.key.fingerprint);
+            if size < t.read_pos || fp_changed {
+                truncated(t, &mut self.batch);
+                continue;
+            }
+            if let Some(since) = t.removed_since {
+                let finished = size == t.read_pos;
+                if finished || since.elapsed() >= tail.close_removed_after {
+                    if !finished {
+                        let unread = size - t.read_pos;
+                        self.stats.unread_bytes.add(unread);
+                        tracing::warn!(path = %t.path.display(), unread, "removed file closed before its end (close_removed_after)");
+                    } else if !t.buf.is_empty() {
+                        tracing::info!(path = %t.path.display(), bytes = t.buf.len(), "removed file ends without a newline; its last partial line is not shipped");
+                    }
+                    t.file = None;
+                    t.gone_since = Some(Instant::now());
+                    closed.push(t.key);
+                    tracing::info!(path = %t.path.display(), "closed removed file");
+                }
+            } else if t.last_data.elapsed() >= tail.close_inactive && size == t.read_pos {
+                t.file = None;
+                tracing::debug!(path = %t.path.display(), "closed inactive file");
+            }
+        }
+        self.batch.gone.extend(closed);
+    }
+
+    fn enforce_open_limit(&mut self) {
+        let max = self.config.tail.max_open_files;
+        let mut open: Vec<(Instant, FileKey)> = self
+            .files
+            .values()
+            .filter(|t| t.file.is_some() && t.eof && t.removed_since.is_none())
+            .map(|t| (t.last_data, t.key))
+            .collect();
+        let total = self.files.values().filter(|t| t.file.is_some()).count();
+        if total <= max {
+            return;
+        }
+        open.sort_unstable();
+        for (_, key) in open.into_iter().take(total - max) {
+            if let Some(t) = self.files.get_mut(&key) {
+                t.file = None;
+            }
+        }
+    }
+}
+
+/// Encode one line into the batch and record it as an item (or a letter).
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    encoder: &mut Encoder,
+    batch: &mut Batch,
+    prefix: &str,
+    src: u32,
+    offset: u64,
+    line: &[u8],
+    now_hours: i64,
+    id: &mut String,
+    letters: &mut Vec<Letter>,
+    path: &Path,
+    stats: &Stats,
+) {
+    use std::fmt::Write;
+    id.clear();
+    let _ = write!(id, "{prefix}-{offset}");
+    let start = batch.body.len();
+    match encoder.encode(line, id, now_hours, &mut batch.body) {
+        Outcome::Shipped { invalid } => {
+            if invalid.is_some() {
+                stats.invalid.inc();
+            }
+            batch.items.push(Item {
+                start,
+                end: batch.body.len(),
+                source: src,
+                offset,
+            });
+        }
+        Outcome::Dropped => stats.dropped.inc(),
+        Outcome::Rejected(reason) => letters.push(Letter {
+            reason: format!("parse_error: {reason}"),
+            status: None,
+            file: path.to_path_buf(),
+            offset,
+            index: None,
+            document: line.to_vec(),
+        }),
+    }
+}
+
+fn truncated(t: &mut Tracked, batch: &mut Batch) {
+    tracing::info!(path = %t.path.display(), position = t.read_pos, "file truncated; reading it from its start");
+    t.epoch += 1;
+    t.prefix = t.key.id_prefix(t.epoch);
+    t.read_pos = 0;
+    t.buf.clear();
+    t.long = None;
+    t.eof = false;
+    t.check_first_line = true;
+    if let Some(f) = t.file.as_mut() {
+        let _ = f.seek(SeekFrom::Start(0));
+    }
+    batch.source(t.key, t.epoch, &t.path, 0);
+}
+
+fn seek(t: &mut Tracked) -> io::Result<()> {
+    if let Some(f) = t.file.as_mut() {
+        f.seek(SeekFrom::Start(t.read_pos))?;
+    }
+    Ok(())
+}
+
+/// The end of the last complete line at or before `size` (where `read_from = end` starts).
+fn last_line_end(file: &File, size: u64) -> io::Result<u64> {
+    let mut end = size;
+    let mut buf = vec![0u8; 64 << 10];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = memchr::memrchr(b'\n', chunk) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// One file an input matches, as `--check` shows it.
+#[derive(Debug, Clone)]
+pub struct FileReport {
+    /// The input's name.
+    pub input: String,
+    /// The file.
+    pub path: PathBuf,
+    /// Its identity; `None` while it has no complete first line.
+    pub key: Option<FileKey>,
+    /// `(epoch, offset)` from the checkpoints.
+    pub checkpoint: Option<(u32, u64)>,
+    /// Its size.
+    pub size: u64,
+}
+
+/// Every file the inputs match, with its identity and checkpoint.
+pub fn describe(config: &Config, resume: &HashMap<FileKey, (u32, u64)>) -> Vec<FileReport> {
+    let mut out = Vec::new();
+    for input in &config.inputs {
+        for path in matching_files(input) {
+            let (key, size) = match File::open(&path).and_then(|f| Ok((f.metadata()?, read_fingerprint(&f)?))) {
+                Ok((m, fp)) => (
+                    fp.map(|fingerprint| FileKey {
+                        dev: m.dev(),
+                        ino: m.ino(),
+                        fingerprint,
+                    }),
+                    m.len(),
+                ),
+                Err(_) => (None, 0),
+            };
+            let checkpoint = key.and_then(|k| resume.get(&k).copied());
+            out.push(FileReport {
+                input: input.name.clone(),
+                path,
+                key,
+                checkpoint,
+                size,
+            });
+        }
+    }
+    out
+}
