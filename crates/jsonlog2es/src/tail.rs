@@ -166,7 +166,7 @@ impl Reader {
                 self.send_batch();
             }
             if !progressed {
-                std::thread::sleep(tail.poll_interval.min(Duration::from_millis(100)));
+                std::thread::sleep(tail.poll_interval);
             }
         }
         // Hand over what was read; the shippers get the grace period to send it.
@@ -234,6 +234,9 @@ impl Reader {
             let Some(t) = self.files.get_mut(&key) else {
                 return read_any;
             };
+            if t.eof && !grew(t, &mut self.batch) {
+                return read_any;
+            }
             let Some(file) = t.file.as_mut() else { return read_any };
             let old = t.buf.len();
             t.buf.resize(old + chunk, 0);
@@ -270,6 +273,10 @@ impl Reader {
         let es = &self.config.elasticsearch;
         let batch = &mut self.batch;
         let max = input.max_line_bytes;
+        // Nothing to cut (the usual case at the end of a file): leave the batch untouched.
+        if t.buf.is_empty() || (t.buf.len() <= max && t.long.is_none() && memchr::memchr(b'\n', &t.buf).is_none()) {
+            return Consumed::Done;
+        }
         let base = t.read_pos - t.buf.len() as u64;
         // Inside an over-long line, the position stays at its start until its newline.
         let consumed_to = t.long.as_ref().map_or(base, |(start, _)| *start);
@@ -597,14 +604,7 @@ impl Reader {
             }
             let Ok(meta) = file.metadata() else { continue };
             let size = meta.len();
-            let fp_changed = t.read_pos > 0
-                && t.at_path
-                && t.removed_since.is_none()
-                && read_fingerprint(file)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|fp| fp != t.key.fingerprint);
-            if size < t.read_pos || fp_changed {
+            if size < t.read_pos {
                 truncated(t, &mut self.batch);
                 continue;
             }
@@ -693,6 +693,28 @@ fn emit(
             document: line.to_vec(),
         }),
     }
+}
+
+/// At the end of a file: true when it has new bytes to read. A file now shorter than the
+/// position, or whose first line changed (truncated, then rewritten past the position before
+/// this look), is read again from its start under a new epoch.
+fn grew(t: &mut Tracked, batch: &mut Batch) -> bool {
+    let Some(file) = t.file.as_ref() else { return false };
+    let Ok(meta) = file.metadata() else { return false };
+    let size = meta.len();
+    if size == t.read_pos {
+        return false;
+    }
+    let rewritten = size < t.read_pos
+        || (t.read_pos > 0
+            && read_fingerprint(file)
+                .ok()
+                .flatten()
+                .is_some_and(|fp| fp != t.key.fingerprint));
+    if rewritten {
+        truncated(t, batch);
+    }
+    true
 }
 
 fn truncated(t: &mut Tracked, batch: &mut Batch) {

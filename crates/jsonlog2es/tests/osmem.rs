@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use common::*;
@@ -103,37 +102,6 @@ fn copytruncate_and_truncation_are_read_from_the_start() {
 }
 
 #[test]
-fn a_new_file_on_a_reused_inode_is_read_from_its_start() {
-    let es = Osmem::start();
-    let s = Setup::new(&es.url(), "");
-    let path = s.logs().join("app.log");
-    append(&path, 0..100);
-    let d = s.spawn();
-    wait_for("first file", T, || es.count("app-*") == 100);
-    d.term();
-    let ino = std::fs::metadata(&path).unwrap().ino();
-    std::fs::remove_file(&path).unwrap();
-    // ext4 hands a freed inode out again once the journal committed its release; create files
-    // until one gets the old number.
-    nix::unistd::sync();
-    let aside = s.home().join("aside");
-    std::fs::create_dir_all(&aside).unwrap();
-    for attempt in 0.. {
-        append(&path, 1000..1300);
-        if std::fs::metadata(&path).unwrap().ino() == ino {
-            break;
-        }
-        assert!(attempt < 500, "this filesystem did not reuse the inode");
-        std::fs::rename(&path, aside.join(attempt.to_string())).unwrap();
-    }
-    let d = s.spawn();
-    wait_for("second file", T, || es.count("app-*") >= 400);
-    std::thread::sleep(Duration::from_millis(300));
-    assert_exactly_once(&es.sources("app-*"), (0..100).chain(1000..1300));
-    d.term();
-}
-
-#[test]
 fn an_elasticsearch_restart_loses_nothing() {
     let mut es = Osmem::start();
     let addr = es.addr.clone();
@@ -218,4 +186,95 @@ fn skipped_and_dead_lettered_lines_are_counted_not_shipped() {
         line(0).len() + 16 + 100_000 + 3
     );
     d.term();
+}
+
+#[test]
+fn read_from_end_skips_old_lines_on_the_first_start_only() {
+    let es = Osmem::start();
+    let s = Setup::new(&es.url(), "read_from = end\n");
+    let path = s.logs().join("app.log");
+    append(&path, 0..100);
+    // A partial last line at the first start is not skipped: it is completed later.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"{\"seq\":100,")
+        .unwrap();
+    let d = s.spawn();
+    wait_for("the checkpoint at the end", T, || {
+        s.home().join("var/state/jsonlog2es.checkpoints.json").exists()
+    });
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"\"timestamp\":\"2026-11-23T00:00:00Z\"}\n")
+        .unwrap();
+    append(&path, 101..150);
+    wait_for("new lines", T, || es.count("app-*") >= 50);
+    d.term();
+    // Written while stopped, and a file created while stopped: read from their start.
+    append(&path, 150..200);
+    append(&s.logs().join("other.log"), 200..220);
+    let d = s.spawn();
+    wait_for("lines written while stopped", T, || es.count("app-*") >= 120);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_exactly_once(&es.sources("app-*"), 100..220);
+    d.term();
+}
+
+#[test]
+fn a_partial_last_line_waits_for_its_newline() {
+    let es = Osmem::start();
+    let s = Setup::new(&es.url(), "");
+    let path = s.logs().join("app.log");
+    append(&path, 0..10);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let next = line(10);
+    let (head, rest) = next.split_at(25);
+    f.write_all(head.as_bytes()).unwrap();
+    let d = s.spawn();
+    wait_for("complete lines", T, || es.count("app-*") >= 10);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(es.count("app-*"), 10, "the partial line is not shipped");
+    f.write_all(rest.as_bytes()).unwrap();
+    wait_for("the completed line", T, || es.count("app-*") >= 11);
+    std::thread::sleep(Duration::from_millis(200));
+    let docs = es.sources("app-*");
+    assert!(docs.iter().all(|d| d.get("parse_error").is_none()), "{docs:#?}");
+    assert_exactly_once(&docs, 0..11);
+    d.term();
+}
+
+#[test]
+fn check_prints_the_files_and_their_checkpoints() {
+    let es = Osmem::start();
+    let s = Setup::new(&es.url(), "");
+    append(&s.logs().join("app.log"), 0..10);
+    std::fs::write(s.logs().join("waiting.log"), b"{\"no newline yet\":1").unwrap();
+    let d = s.spawn();
+    wait_for("documents", T, || es.count("app-*") >= 10);
+    d.term();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jsonlog2es"))
+        .arg("--config")
+        .arg(&s.config)
+        .arg("--home")
+        .arg(s.home())
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let size = std::fs::metadata(s.logs().join("app.log")).unwrap().len();
+    assert!(
+        text.contains(&format!("app.log checkpoint {size}/{size} bytes (epoch 0)")),
+        "{text}"
+    );
+    assert!(text.contains("waiting.log waiting for its first line"), "{text}");
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_jsonlog2es"))
+        .args(["--check", "--config", "/nonexistent.ini"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
 }

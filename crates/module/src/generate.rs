@@ -251,7 +251,12 @@ fn ringmaster_ini(home: &Home, settings: &Settings, plugins: &[&Plugin], bin_dir
         (d.reflector, "reflector"),
     ] {
         if enabled {
-            daemon(&mut o, name, bin(name), home_args(&[]));
+            // The log shippers take [elasticsearch] url as their default endpoint.
+            let url = match (name, &settings.elasticsearch.url) {
+                ("jsonlog2es" | "mflog2mfadmin", Some(url)) => vec!["--url", url.as_str()],
+                _ => vec![],
+            };
+            daemon(&mut o, name, bin(name), home_args(&url));
         }
     }
     if d.gc {

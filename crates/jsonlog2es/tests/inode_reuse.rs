@@ -1,0 +1,47 @@
+//! Inode reuse: a deleted file's inode number handed to a new file at the same path must not
+//! resume at the old file's checkpoint. Alone in its test binary, so no other test of this
+//! process takes the freed inode first.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_new_file_on_a_reused_inode_is_read_from_its_start() {
+    let es = Osmem::start();
+    let s = Setup::new(&es.url(), "");
+    let path = s.logs().join("app.log");
+    append(&path, 0..100);
+    let d = s.spawn();
+    wait_for("first file", T, || es.count("app-*") == 100);
+    d.term();
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    std::fs::remove_file(&path).unwrap();
+    // ext4 hands a freed inode out again once the journal committed its release; create files
+    // until one gets the old number.
+    nix::unistd::sync();
+    let aside = s.home().join("aside");
+    std::fs::create_dir_all(&aside).unwrap();
+    for attempt in 0.. {
+        append(&path, 1000..1300);
+        if std::fs::metadata(&path).unwrap().ino() == ino {
+            break;
+        }
+        assert!(attempt < 1000, "this filesystem did not reuse the inode");
+        std::fs::rename(&path, aside.join(attempt.to_string())).unwrap();
+        if attempt % 10 == 9 {
+            nix::unistd::sync();
+        }
+    }
+    let d = s.spawn();
+    wait_for("second file", T, || es.count("app-*") >= 400);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_exactly_once(&es.sources("app-*"), (0..100).chain(1000..1300));
+    d.term();
+}
