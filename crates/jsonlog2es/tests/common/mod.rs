@@ -268,7 +268,12 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn jsonlog2es");
-        Self { child, log }
+        let d = Self { child, log };
+        // Ready once it logged its start (signal handlers are installed before that).
+        wait_for("the daemon to start", Duration::from_secs(20), || {
+            d.log_text().contains("\"event\":\"starting\"")
+        });
+        d
     }
 
     /// SIGTERM and wait for a clean exit.
