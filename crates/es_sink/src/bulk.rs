@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use serde::Deserialize;
 
 use crate::fault::{BulkAction, ItemFault, ItemInfo};
+use crate::filter::{Field, ResponseFilter};
 use crate::reply::{error_type, fault_reason, push_json_str, push_u64};
 use crate::store::{Stats, Store, Written};
 
@@ -174,6 +175,7 @@ pub(crate) fn bulk(
     body: &[u8],
     faults: Option<&ItemFault>,
     keep_documents: bool,
+    filter: &ResponseFilter,
 ) -> Result<BulkAnswer, RequestError> {
     let started = std::time::Instant::now();
     let mut items = parse(body, url_index, keep_documents)?;
@@ -289,21 +291,47 @@ pub(crate) fn bulk(
 
     let errors = outcomes.iter().any(|o| !matches!(o, Outcome::Done { .. }));
     let mut out = Vec::with_capacity(64 + items.len() * 200);
-    out.extend_from_slice(b"{\"took\":");
-    push_u64(&mut out, started.elapsed().as_millis() as u64);
-    out.extend_from_slice(if errors {
-        b",\"errors\":true"
-    } else {
-        b",\"errors\":false"
-    });
-    out.extend_from_slice(b",\"items\":[");
-    for (n, (item, outcome)) in items.iter().zip(&outcomes).enumerate() {
-        if n > 0 {
+    out.push(b'{');
+    if filter.took() {
+        out.extend_from_slice(b"\"took\":");
+        push_u64(&mut out, started.elapsed().as_millis() as u64);
+    }
+    if filter.errors() {
+        if out.len() > 1 {
             out.push(b',');
         }
-        write_item(&mut out, item, outcome);
+        out.extend_from_slice(if errors {
+            b"\"errors\":true"
+        } else {
+            b"\"errors\":false"
+        });
     }
-    out.extend_from_slice(b"]}");
+    if filter.items() {
+        let before = out.len();
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"items\":[");
+        let mut written = 0;
+        for (item, outcome) in items.iter().zip(&outcomes) {
+            let at = out.len();
+            if written > 0 {
+                out.push(b',');
+            }
+            if write_item(&mut out, item, outcome, filter) {
+                written += 1;
+            } else {
+                out.truncate(at);
+            }
+        }
+        if written == 0 {
+            // Filtered empty: Elasticsearch drops the key.
+            out.truncate(before);
+        } else {
+            out.push(b']');
+        }
+    }
+    out.push(b'}');
     Ok(BulkAnswer { body: out, tally })
 }
 
@@ -499,79 +527,111 @@ fn index_name_problem(name: &str) -> Option<String> {
     broken.map(|why| format!("Invalid index name [{name}], {why}"))
 }
 
-/// Append one item's answer.
-fn write_item(out: &mut Vec<u8>, item: &Item<'_>, outcome: &Outcome) {
+/// Append one item's answer with the fields `filter` keeps; returns false (having written
+/// a partial item the caller truncates) when it keeps none.
+fn write_item(out: &mut Vec<u8>, item: &Item<'_>, outcome: &Outcome, filter: &ResponseFilter) -> bool {
     out.extend_from_slice(b"{\"");
     out.extend_from_slice(item.action.name().as_bytes());
-    out.extend_from_slice(b"\":{\"_index\":");
-    push_json_str(out, &item.index);
-    out.extend_from_slice(b",\"_id\":");
-    push_json_str(out, item.id());
-    let (status, error) = match outcome {
+    out.extend_from_slice(b"\":{");
+    let mut fields = Fields {
+        out,
+        filter,
+        action: item.action,
+        count: 0,
+    };
+    fields.put(Field::Index, |o| push_json_str(o, &item.index));
+    fields.put(Field::Id, |o| push_json_str(o, item.id()));
+    match outcome {
         Outcome::Done {
             result,
             status,
             version,
             seq_no,
         } => {
-            out.extend_from_slice(b",\"_version\":");
-            push_u64(out, u64::from(*version));
-            out.extend_from_slice(b",\"result\":\"");
-            out.extend_from_slice(result.as_bytes());
-            out.extend_from_slice(b"\",\"_shards\":{\"total\":1,\"successful\":1,\"failed\":0},\"_seq_no\":");
-            push_u64(out, *seq_no);
-            out.extend_from_slice(b",\"_primary_term\":1,\"status\":");
-            push_u64(out, u64::from(*status));
-            out.extend_from_slice(b"}}");
+            fields.put(Field::Version, |o| push_u64(o, u64::from(*version)));
+            fields.put(Field::Result, |o| push_json_str(o, result));
+            fields.put(Field::Shards, |o| {
+                o.extend_from_slice(b"{\"total\":1,\"successful\":1,\"failed\":0}");
+            });
+            fields.put(Field::SeqNo, |o| push_u64(o, *seq_no));
+            fields.put(Field::PrimaryTerm, |o| o.push(b'1'));
+            fields.put(Field::Status, |o| push_u64(o, u64::from(*status)));
+        }
+        _ => {
+            let status = match outcome {
+                Outcome::Fault(s) => *s,
+                Outcome::Conflict(..) => 409,
+                Outcome::Problem(_) | Outcome::Done { .. } => 400,
+            };
+            fields.put(Field::Status, |o| push_u64(o, u64::from(status)));
+            fields.put(Field::Error, |o| {
+                o.extend_from_slice(error_json(item, outcome).as_bytes())
+            });
+        }
+    }
+    if fields.count == 0 {
+        return false;
+    }
+    out.extend_from_slice(b"}}");
+    true
+}
+
+/// Writes the kept fields of one item, with commas between them.
+struct Fields<'a> {
+    out: &'a mut Vec<u8>,
+    filter: &'a ResponseFilter,
+    action: BulkAction,
+    count: usize,
+}
+
+impl Fields<'_> {
+    fn put(&mut self, field: Field, value: impl FnOnce(&mut Vec<u8>)) {
+        if !self.filter.item_field(self.action, field) {
             return;
         }
-        Outcome::Conflict(version, uuid) => (
-            409,
-            serde_json::json!({
-                "type": "version_conflict_engine_exception",
-                "reason": format!("[{}]: version conflict, document already exists (current version [{version}])", item.id()),
-                "index_uuid": uuid,
-                "shard": "0",
-                "index": item.index,
-            }),
-        ),
-        Outcome::Problem(Problem::BadDocument(detail)) => (
-            400,
-            serde_json::json!({
-                "type": "mapper_parsing_exception",
-                "reason": "failed to parse",
-                "caused_by": {"type": "not_x_content_exception", "reason": detail},
-            }),
-        ),
-        Outcome::Problem(Problem::InvalidIndex(reason)) => (
-            400,
-            serde_json::json!({
-                "type": "invalid_index_name_exception",
-                "reason": reason,
-                "index_uuid": "_na_",
-                "index": item.index,
-            }),
-        ),
-        Outcome::Problem(Problem::Unsupported) => (
-            400,
-            serde_json::json!({
-                "type": "illegal_argument_exception",
-                "reason": "es_sink does not support the update action",
-            }),
-        ),
-        Outcome::Fault(status) => (
-            *status,
-            serde_json::json!({
-                "type": error_type(*status),
-                "reason": fault_reason(*status, &item.index, item.source.len()),
-            }),
-        ),
+        if self.count > 0 {
+            self.out.push(b',');
+        }
+        self.out.push(b'"');
+        self.out.extend_from_slice(field.name().as_bytes());
+        self.out.extend_from_slice(b"\":");
+        value(self.out);
+        self.count += 1;
+    }
+}
+
+/// The `error` object of an item that failed.
+fn error_json(item: &Item<'_>, outcome: &Outcome) -> String {
+    let error = match outcome {
+        Outcome::Done { .. } => serde_json::Value::Null,
+        Outcome::Conflict(version, uuid) => serde_json::json!({
+            "type": "version_conflict_engine_exception",
+            "reason": format!("[{}]: version conflict, document already exists (current version [{version}])", item.id()),
+            "index_uuid": uuid,
+            "shard": "0",
+            "index": item.index,
+        }),
+        Outcome::Problem(Problem::BadDocument(detail)) => serde_json::json!({
+            "type": "mapper_parsing_exception",
+            "reason": "failed to parse",
+            "caused_by": {"type": "not_x_content_exception", "reason": detail},
+        }),
+        Outcome::Problem(Problem::InvalidIndex(reason)) => serde_json::json!({
+            "type": "invalid_index_name_exception",
+            "reason": reason,
+            "index_uuid": "_na_",
+            "index": item.index,
+        }),
+        Outcome::Problem(Problem::Unsupported) => serde_json::json!({
+            "type": "illegal_argument_exception",
+            "reason": "es_sink does not support the update action",
+        }),
+        Outcome::Fault(status) => serde_json::json!({
+            "type": error_type(*status),
+            "reason": fault_reason(*status, &item.index, item.source.len()),
+        }),
     };
-    out.extend_from_slice(b",\"status\":");
-    push_u64(out, u64::from(status));
-    out.extend_from_slice(b",\"error\":");
-    out.extend_from_slice(error.to_string().as_bytes());
-    out.extend_from_slice(b"}}");
+    error.to_string()
 }
 
 #[cfg(test)]
@@ -580,7 +640,16 @@ mod tests {
 
     fn run(store: &Mutex<Store>, body: &str) -> serde_json::Value {
         let ids = IdGenerator::new();
-        let answer = bulk(store, &ids, Some("url-index"), body.as_bytes(), None, false).expect("processed");
+        let answer = bulk(
+            store,
+            &ids,
+            Some("url-index"),
+            body.as_bytes(),
+            None,
+            false,
+            &ResponseFilter::all(),
+        )
+        .expect("processed");
         serde_json::from_slice(&answer.body).expect("valid JSON answer")
     }
 
@@ -624,10 +693,28 @@ mod tests {
             "{\"index\":{}}\n",
             "",
         ] {
-            let e = bulk(&store, &ids, Some("i"), body.as_bytes(), None, false).expect_err(body);
+            let e = bulk(
+                &store,
+                &ids,
+                Some("i"),
+                body.as_bytes(),
+                None,
+                false,
+                &ResponseFilter::all(),
+            )
+            .expect_err(body);
             assert_eq!(e.status, 400, "{body}");
         }
-        let e = bulk(&store, &ids, None, b"{\"index\":{}}\n{}\n", None, false).expect_err("no index");
+        let e = bulk(
+            &store,
+            &ids,
+            None,
+            b"{\"index\":{}}\n{}\n",
+            None,
+            false,
+            &ResponseFilter::all(),
+        )
+        .expect_err("no index");
         assert_eq!(e.kind, "action_request_validation_exception");
         assert_eq!(lock(&store).count("*"), 0, "nothing stored by refused requests");
     }

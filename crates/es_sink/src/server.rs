@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bulk::{bulk, IdGenerator, RequestError};
 use crate::fault::{FaultPlan, RequestFaultKind};
+use crate::filter::ResponseFilter;
 use crate::reply::{error_type, fault_reason, request_error};
 use crate::store::{Counters, Stats, Store};
 
@@ -122,10 +123,10 @@ async fn respond(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, std
     let post = method == Method::POST || method == Method::PUT;
     Ok(match segs.as_slice() {
         [] if get => json(200, info()),
-        ["_bulk"] if post => return bulk_route(req, None, &state).await,
+        ["_bulk"] if post => return bulk_route(req, None, &query, &state).await,
         [index, "_bulk"] if post => {
             let index = index.to_string();
-            return bulk_route(req, Some(&index), &state).await;
+            return bulk_route(req, Some(&index), &query, &state).await;
         }
         ["_count"] if get || post => count(&state, ""),
         [pattern, "_count"] if get || post => count(&state, pattern),
@@ -149,7 +150,12 @@ async fn respond(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, std
     })
 }
 
-async fn bulk_route(req: Request<Incoming>, index: Option<&str>, state: &State) -> Result<Reply, std::io::Error> {
+async fn bulk_route(
+    req: Request<Incoming>,
+    index: Option<&str>,
+    query: &str,
+    state: &State,
+) -> Result<Reply, std::io::Error> {
     let encoding = req
         .headers()
         .get("content-encoding")
@@ -232,6 +238,7 @@ async fn bulk_route(req: Request<Incoming>, index: Option<&str>, state: &State) 
         let reason = format!("request body is too large: more than {limit} bytes");
         return Ok(error(413, error_type(413), &reason));
     }
+    let filter = ResponseFilter::from_query(query);
     match bulk(
         &state.store,
         &state.ids,
@@ -239,6 +246,7 @@ async fn bulk_route(req: Request<Incoming>, index: Option<&str>, state: &State) 
         &decoded,
         items.as_ref(),
         state.keep_documents,
+        &filter,
     ) {
         Ok(answer) => {
             state.counters.add(&answer.tally);
@@ -302,7 +310,8 @@ fn decode<'a>(wire: &'a [u8], encoding: Option<&str>, limit: usize) -> Result<Co
     Ok(Cow::Owned(out))
 }
 
-fn percent_decode(segment: &str) -> Cow<'_, str> {
+/// Decode `%XX` escapes (invalid ones are kept as they are).
+pub(crate) fn percent_decode(segment: &str) -> Cow<'_, str> {
     if !segment.contains('%') {
         return Cow::Borrowed(segment);
     }

@@ -56,7 +56,7 @@ fn index_generates_missing_ids_and_replaces_existing_ones() {
     let s = EsSink::start(Options::keeping_documents()).expect("start sink");
     let v = bulk(
         s.addr(),
-        "/logs/_bulk?filter_path=errors,items.*.status",
+        "/logs/_bulk?refresh=false",
         "{\"index\":{}}\n{\"n\":1}\n{\"index\":{}}\n{\"n\":2}\n{\"index\":{\"_id\":\"k\"}}\n{\"n\":3}\n",
     )
     .json();
@@ -149,6 +149,41 @@ fn items_are_answered_in_request_order_across_indices_and_actions() {
     assert_eq!(v["items"][0]["create"]["_index"], "a");
     assert_eq!(v["items"][1]["create"]["_index"], "b");
     assert_eq!((s.count("a"), s.count("b")), (1, 1));
+}
+
+#[test]
+fn filter_path_keeps_what_the_client_asked_for_like_elasticsearch() {
+    let s = sink();
+    bulk(s.addr(), "/x/_bulk", "{\"create\":{\"_id\":\"dup\"}}\n{}\n");
+    let body = "{\"create\":{\"_id\":\"new\"}}\n{}\n{\"create\":{\"_id\":\"dup\"}}\n{}\n";
+    let v = bulk(
+        s.addr(),
+        "/x/_bulk?filter_path=errors,items.*.status,items.*.error",
+        body,
+    )
+    .json();
+    assert_eq!(v["errors"], true);
+    assert!(v.get("took").is_none(), "{v}");
+    assert_eq!(v["items"][0], serde_json::json!({"create": {"status": 201}}));
+    assert_eq!(v["items"][1]["create"]["status"], 409);
+    assert_eq!(
+        v["items"][1]["create"]["error"]["type"],
+        "version_conflict_engine_exception"
+    );
+    assert!(v["items"][1]["create"].get("_id").is_none(), "{v}");
+
+    let body = "{\"index\":{}}\n{}\n";
+    let v = bulk(s.addr(), "/x/_bulk?filter_path=items.*.error", body).json();
+    assert_eq!(v, serde_json::json!({}), "items left empty are dropped, then the key");
+    let v = bulk(s.addr(), "/x/_bulk?filter_path=took,errors", body).json();
+    assert_eq!(v["errors"], false);
+    assert!(v["took"].is_u64() && v.get("items").is_none(), "{v}");
+    let v = bulk(s.addr(), "/x/_bulk?filter_path=-took", body).json();
+    assert_eq!(
+        v["items"][0]["index"]["result"], "created",
+        "not understood: unfiltered"
+    );
+    assert_eq!(s.count("x"), 5);
 }
 
 #[test]
@@ -412,4 +447,20 @@ fn dropping_the_sink_closes_its_port_and_a_new_one_can_take_it() {
     let again = EsSink::start_on(addr, Options::default()).expect("restart on the same port");
     assert_eq!(again.count("x"), 0, "a new sink starts empty");
     assert_eq!(bulk(addr, "/x/_bulk", "{\"index\":{}}\n{}\n").status, 200);
+}
+
+#[tokio::test]
+async fn a_sink_works_inside_a_tokio_test_and_drops_there() {
+    let s = sink();
+    let addr = s.addr();
+    let answer = tokio::task::spawn_blocking(move || bulk(addr, "/x/_bulk", "{\"index\":{}}\n{}\n"))
+        .await
+        .expect("request task");
+    assert_eq!(answer.status, 200);
+    assert_eq!(s.count("x"), 1);
+    drop(s);
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "port still open after drop"
+    );
 }
