@@ -222,7 +222,6 @@ pub(crate) fn bulk(
 
     // Pass 3: write, in request order.
     let mut tally = Stats {
-        requests: 1,
         items: items.len() as u64,
         bytes: body.len() as u64,
         ..Stats::default()

@@ -156,6 +156,11 @@ async fn bulk_route(
     query: &str,
     state: &State,
 ) -> Result<Reply, std::io::Error> {
+    // Counted on arrival: a request whose client gives up during a delay still shows.
+    state
+        .counters
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let encoding = req
         .headers()
         .get("content-encoding")
@@ -169,10 +174,6 @@ async fn bulk_route(
     let wire = match read_body(req.into_body(), length_hint, state.max_content_length).await {
         Ok(b) => b,
         Err(e) => {
-            state.counters.add(&Stats {
-                requests: 1,
-                ..Stats::default()
-            });
             return match e {
                 BodyError::TooLarge => {
                     let reason = format!("request body is larger than {} bytes", state.max_content_length);
@@ -182,17 +183,22 @@ async fn bulk_route(
             };
         }
     };
-    let (fault, items, max_body, delay) = {
+    let (fault, items, max_body, delay, delay_answer) = {
         let mut plan = state.faults();
         let fault = plan.requests.pop_front();
-        (fault, plan.items.clone(), plan.max_body_bytes, plan.delay)
+        (
+            fault,
+            plan.items.clone(),
+            plan.max_body_bytes,
+            plan.delay,
+            plan.delay_answer,
+        )
     };
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
     if let Some(fault) = fault {
         state.counters.add(&Stats {
-            requests: 1,
             injected_faults: 1,
             bytes: wire.len() as u64,
             ..Stats::default()
@@ -221,7 +227,6 @@ async fn bulk_route(
         Ok(d) => d,
         Err(e) => {
             state.counters.add(&Stats {
-                requests: 1,
                 bytes: wire.len() as u64,
                 ..Stats::default()
             });
@@ -230,7 +235,6 @@ async fn bulk_route(
     };
     if decoded.len() > limit {
         state.counters.add(&Stats {
-            requests: 1,
             bytes: decoded.len() as u64,
             injected_faults: u64::from(max_body.is_some_and(|m| decoded.len() > m)),
             ..Stats::default()
@@ -239,7 +243,7 @@ async fn bulk_route(
         return Ok(error(413, error_type(413), &reason));
     }
     let filter = ResponseFilter::from_query(query);
-    match bulk(
+    let answer = match bulk(
         &state.store,
         &state.ids,
         index,
@@ -250,17 +254,20 @@ async fn bulk_route(
     ) {
         Ok(answer) => {
             state.counters.add(&answer.tally);
-            Ok(json(200, answer.body))
+            json(200, answer.body)
         }
         Err(e) => {
             state.counters.add(&Stats {
-                requests: 1,
                 bytes: decoded.len() as u64,
                 ..Stats::default()
             });
-            Ok(error(e.status, e.kind, &e.reason))
+            error(e.status, e.kind, &e.reason)
         }
+    };
+    if let Some(delay) = delay_answer {
+        tokio::time::sleep(delay).await;
     }
+    Ok(answer)
 }
 
 enum BodyError {

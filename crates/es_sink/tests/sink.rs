@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{bulk, get, request, statuses, try_request};
 use es_sink::{BulkAction, EsSink, FaultPlan, Options, RequestFault};
+use ironwork_test_support::wait_for;
 
 fn sink() -> EsSink {
     EsSink::start(Options::default()).expect("start sink")
@@ -419,19 +420,53 @@ fn the_item_fault_closure_fails_chosen_items_and_sees_retries() {
 }
 
 #[test]
-fn delay_slows_bulk_answers_and_disconnect_drops_the_connection() {
+fn delay_holds_a_request_before_it_is_processed() {
     let s = sink();
-    s.set_faults(FaultPlan::new().delay(Duration::from_millis(300)));
+    s.set_faults(FaultPlan::new().delay(Duration::from_millis(600)));
+    let addr = s.addr();
     let t = Instant::now();
-    assert_eq!(bulk(s.addr(), "/x/_bulk", "{\"index\":{}}\n{}\n").status, 200);
-    assert!(t.elapsed() >= Duration::from_millis(300), "{:?}", t.elapsed());
+    let client = std::thread::spawn(move || bulk(addr, "/x/_bulk", "{\"index\":{}}\n{}\n").status);
+    assert!(
+        wait_for(Duration::from_secs(5), || s.stats().requests == 1),
+        "counted on arrival"
+    );
+    assert_eq!(s.count("x"), 0, "nothing stored during the delay");
+    assert_eq!(client.join().expect("client"), 200);
+    assert!(t.elapsed() >= Duration::from_millis(600), "{:?}", t.elapsed());
+    assert_eq!(s.count("x"), 1);
+}
 
+#[test]
+fn delay_answer_stores_first_so_a_retry_meets_a_conflict() {
+    let s = sink();
+    s.set_faults(FaultPlan::new().delay_answer(Duration::from_millis(800)));
+    let addr = s.addr();
+    let body = "{\"create\":{\"_id\":\"slow\"}}\n{}\n";
+    let t = Instant::now();
+    let client = std::thread::spawn(move || bulk(addr, "/x/_bulk", body).json());
+    assert!(
+        wait_for(Duration::from_secs(5), || s.count("x") == 1),
+        "stored before the answer"
+    );
+    assert!(t.elapsed() < Duration::from_millis(800), "{:?}", t.elapsed());
+    let first = client.join().expect("client");
+    assert!(t.elapsed() >= Duration::from_millis(800), "{:?}", t.elapsed());
+    assert_eq!(first["items"][0]["create"]["status"], 201);
+    s.set_faults(FaultPlan::new());
+    let retry = bulk(addr, "/x/_bulk", body).json();
+    assert_eq!(retry["items"][0]["create"]["status"], 409);
+}
+
+#[test]
+fn disconnect_drops_the_connection_without_storing() {
+    let s = sink();
     s.set_faults(FaultPlan::new().then(RequestFault::disconnect()));
     let r = try_request(s.addr(), "POST", "/x/_bulk", &[], b"{\"index\":{}}\n{}\n");
     assert!(r.is_err(), "expected no answer, got {r:?}");
-    assert_eq!(s.count("x"), 1);
+    assert_eq!(s.count("x"), 0);
     assert_eq!(bulk(s.addr(), "/x/_bulk", "{\"index\":{}}\n{}\n").status, 200);
-    assert_eq!(s.count("x"), 2);
+    assert_eq!(s.count("x"), 1);
+    assert_eq!(s.stats().requests, 2);
 }
 
 #[test]
