@@ -136,7 +136,10 @@ def children_cpu() -> float:
 
 
 def proc_cpu_seconds(pid: int) -> float:
-    return cpu_of(pid)[0] / CLK_TCK
+    """CPU time of a running process: schedstat (ns, its live threads) when the kernel has it,
+    else utime + stime (10 ms ticks: too coarse for runs of a fraction of a second)."""
+    ticks, ns = cpu_of(pid)
+    return ns / 1e9 if ns else ticks / CLK_TCK
 
 
 def stop(proc: subprocess.Popen) -> int:
@@ -532,7 +535,8 @@ def main(argv: list[str]) -> int:
     inp = Input(path, args.lines, generate(path, args.lines))
     meta = {
         **run_meta(),
-        "environment": {k: os.environ[k] for k in ("CARGO_TARGET_DIR",) if os.environ.get(k)},
+        "environment": {k: os.environ[k] for k in ("CARGO_TARGET_DIR", "CARGO_BUILD_JOBS")
+                        if os.environ.get(k)},
         "python": platform.python_version(),
         "versions": versions,
         "load_average_at_start": os.getloadavg(),
