@@ -1,9 +1,11 @@
-"""Helpers shared by the benchmark scripts in tests/bench (supervisors.py, pipeline.py).
+"""Helpers shared by the benchmark scripts in tests/bench (supervisors.py, pipeline.py,
+logship.py).
 
-It holds what both scripts do the same way: the repository and shared virtualenv paths, the
-error type, progress logging, the virtualenv with pinned PyPI requirements (each script passes
-its own pins), free loopback ports, percentiles, and the header of a report (date, kernel, CPU,
-exact command line) with the formatting of its table cells.
+It holds what the scripts do the same way: the repository, cargo target and shared virtualenv
+paths, the error type, progress logging, the virtualenv with pinned PyPI requirements (each
+script passes its own pins), free loopback ports, a process's CPU time from /proc, percentiles,
+tool versions and the header of a report (date, kernel, CPU, exact command line) with the
+formatting of its table cells.
 
 The scripts run as `python3 tests/bench/<script>.py`, so this directory is on sys.path and they
 import it as `benchlib`. Standard library only.
@@ -26,6 +28,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / "target" / "bench-venv"  # shared by every benchmark, each with its own pins
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cargo_target_dir() -> Path:
+    """$CARGO_TARGET_DIR (relative to the repository if relative), else target/."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+    return target if target.is_absolute() else REPO / target
 
 
 class BenchError(Exception):
@@ -94,6 +103,39 @@ def free_tcp_ports(count: int) -> list[int]:
             s.close()
 
 
+def cpu_of(pid: int) -> tuple[int, int]:
+    """(utime + stime in ticks, schedstat ns summed over live threads); (0, 0) if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return 0, 0
+    fields = data[data.rindex(b")") + 2:].split()
+    ticks = int(fields[11]) + int(fields[12])
+    ns = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    ns += int(f.read().split()[0])
+    return ticks, ns
+
+
+def fs_type(path: str) -> str:
+    """The file system type of the mount holding path (longest matching mount point)."""
+    best, kind = "", "unknown"
+    real = os.path.realpath(path)
+    with contextlib.suppress(OSError):
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mount = parts[1].replace("\\040", " ")
+                inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) > len(best):
+                    best, kind = mount, parts[2]
+    return kind
+
+
 def percentile(samples: list[float], pct: int, digits: int) -> float | None:
     """The pct-th percentile (inclusive method) rounded to `digits` decimals; None if empty."""
     if not samples:
@@ -105,6 +147,30 @@ def percentile(samples: list[float], pct: int, digits: int) -> float | None:
 
 # --------------------------------------------------------------------------------------------
 # Report
+
+
+def command_version(argv: list[str]) -> str:
+    """The first version-looking word a command prints (e.g. `redis-server --version`)."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    text = (out.stdout.strip() or out.stderr.strip() or "unknown").splitlines()[0]
+    for word in text.split():
+        if word[:1].isdigit() or word.startswith("v="):
+            return word.removeprefix("v=")
+    return text
+
+
+def ironwork_revision() -> str | None:
+    """The checked-out commit (12 hex digits), with -dirty if tracked files changed."""
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True).stdout
+        return rev + ("-dirty" if dirty.strip() else "")
+    return None
 
 
 def cpu_model() -> str:

@@ -49,8 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
-from benchlib import (REPO, VENV, BenchError, ensure_venv, fmt, free_tcp_ports, get, log,
-                      percentile, run_meta)
+from benchlib import (CLK_TCK, REPO, VENV, BenchError, cargo_target_dir, command_version,
+                      cpu_of, ensure_venv, fmt, free_tcp_ports, fs_type, get, ironwork_revision,
+                      log, percentile, run_meta)
 
 JSON_OUT = REPO / "target" / "bench-pipeline.json"
 PY_OBSERVER = Path(__file__).resolve().parent / "py_observer.py"
@@ -58,11 +59,6 @@ PY_OBSERVER = Path(__file__).resolve().parent / "py_observer.py"
 # mass deletions (ext4's recently_deleted scan) slows file creation to 1-2 thousand files/s, and
 # the harness, not the observer, would set every burst rate.
 DEFAULT_WORKDIR = "/dev/shm"
-
-
-def cargo_target_dir() -> Path:
-    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
-    return target if target.is_absolute() else REPO / target
 
 
 RELEASE = cargo_target_dir() / "release"
@@ -96,7 +92,6 @@ E2E_POLL = 0.002
 E2E_STALL_SECONDS = 30.0
 E2E_TIMEOUT = 600.0
 STOP_TIMEOUT = 20.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 GOAL_DRAIN_VS_INOTIFYWAIT = 1.0
 GOAL_DRAIN_VS_PYTHON = 50.0
@@ -213,24 +208,6 @@ class RedisServer:
 # /proc
 
 
-def cpu_of(pid: int) -> tuple[int, int]:
-    """(utime + stime in ticks, schedstat ns summed over live threads); (0, 0) if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return 0, 0
-    fields = data[data.rindex(b")") + 2:].split()
-    ticks = int(fields[11]) + int(fields[12])
-    ns = 0
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    ns += int(f.read().split()[0])
-    return ticks, ns
-
-
 class CpuWindow:
     """CPU used by a set of processes between start() and stop()."""
 
@@ -314,14 +291,8 @@ def ensure_ironwork(build: bool, need_steps: bool) -> dict[str, str]:
         if not os.access(binary, os.X_OK):
             raise BenchError(f"binary not found: {binary} (build it with `{shlex.join(BUILD_ARGV)}`"
                              ", or drop --no-build)")
-    versions = {}
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True).stdout
-        versions["ironwork"] = rev + ("-dirty" if dirty.strip() else "")
-    return versions
+    revision = ironwork_revision()
+    return {"ironwork": revision} if revision else {}
 
 
 def snapshot_binaries(workdir: str | None, need_steps: bool) -> tuple[Path, dict[str, str]]:
@@ -339,18 +310,6 @@ def snapshot_binaries(workdir: str | None, need_steps: bool) -> tuple[Path, dict
             digests[source.name] = hashlib.file_digest(f, "sha256").hexdigest()[:16]
         globals()[name] = copy
     return bindir, digests
-
-
-def command_version(argv: list[str]) -> str:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    text = (out.stdout.strip() or out.stderr.strip() or "unknown").splitlines()[0]
-    for word in text.split():
-        if word[:1].isdigit() or word.startswith("v="):
-            return word.removeprefix("v=")
-    return text
 
 
 def peer_versions(tools: list[str]) -> dict[str, str]:
@@ -1035,20 +994,6 @@ def measure_e2e(n: int, switch_workers: int, noop_workers: int, args: argparse.N
 
 # --------------------------------------------------------------------------------------------
 # Report
-
-
-def fs_type(path: str) -> str:
-    """The file system type of the mount holding path (longest matching mount point)."""
-    best, kind = "", "unknown"
-    real = os.path.realpath(path)
-    with contextlib.suppress(OSError):
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                parts = line.split()
-                mount = parts[1].replace("\\040", " ")
-                if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
-                    best, kind = mount, parts[2]
-    return kind
 
 
 def read_int(path: str) -> int | None:

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use serde::Deserialize;
 
 use crate::fault::{BulkAction, ItemFault, ItemInfo};
+use crate::filter::{Field, ResponseFilter};
 use crate::reply::{error_type, fault_reason, push_json_str, push_u64};
 use crate::store::{Stats, Store, Written};
 
@@ -174,6 +175,7 @@ pub(crate) fn bulk(
     body: &[u8],
     faults: Option<&ItemFault>,
     keep_documents: bool,
+    filter: &ResponseFilter,
 ) -> Result<BulkAnswer, RequestError> {
     let started = std::time::Instant::now();
     let mut items = parse(body, url_index, keep_documents)?;
@@ -220,7 +222,6 @@ pub(crate) fn bulk(
 
     // Pass 3: write, in request order.
     let mut tally = Stats {
-        requests: 1,
         items: items.len() as u64,
         bytes: body.len() as u64,
         ..Stats::default()
@@ -289,21 +290,47 @@ pub(crate) fn bulk(
 
     let errors = outcomes.iter().any(|o| !matches!(o, Outcome::Done { .. }));
     let mut out = Vec::with_capacity(64 + items.len() * 200);
-    out.extend_from_slice(b"{\"took\":");
-    push_u64(&mut out, started.elapsed().as_millis() as u64);
-    out.extend_from_slice(if errors {
-        b",\"errors\":true"
-    } else {
-        b",\"errors\":false"
-    });
-    out.extend_from_slice(b",\"items\":[");
-    for (n, (item, outcome)) in items.iter().zip(&outcomes).enumerate() {
-        if n > 0 {
+    out.push(b'{');
+    if filter.took() {
+        out.extend_from_slice(b"\"took\":");
+        push_u64(&mut out, started.elapsed().as_millis() as u64);
+    }
+    if filter.errors() {
+        if out.len() > 1 {
             out.push(b',');
         }
-        write_item(&mut out, item, outcome);
+        out.extend_from_slice(if errors {
+            b"\"errors\":true"
+        } else {
+            b"\"errors\":false"
+        });
     }
-    out.extend_from_slice(b"]}");
+    if filter.items() {
+        let before = out.len();
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"items\":[");
+        let mut written = 0;
+        for (item, outcome) in items.iter().zip(&outcomes) {
+            let at = out.len();
+            if written > 0 {
+                out.push(b',');
+            }
+            if write_item(&mut out, item, outcome, filter) {
+                written += 1;
+            } else {
+                out.truncate(at);
+            }
+        }
+        if written == 0 {
+            // Filtered empty: Elasticsearch drops the key.
+            out.truncate(before);
+        } else {
+            out.push(b']');
+        }
+    }
+    out.push(b'}');
     Ok(BulkAnswer { body: out, tally })
 }
 
@@ -340,36 +367,41 @@ fn parse<'a>(body: &'a [u8], url_index: Option<&'a str>, keep_documents: bool) -
                 format!("Malformed action/metadata line [{line_no}], {detail}"),
             )
         };
-        let parsed: ActionLine<'a> = serde_json::from_slice(line).map_err(|e| malformed(e.to_string()))?;
-        let (action, meta) = match parsed {
-            ActionLine {
-                create: Some(m),
-                index: None,
-                delete: None,
-                update: None,
-            } => (BulkAction::Create, m),
-            ActionLine {
-                create: None,
-                index: Some(m),
-                delete: None,
-                update: None,
-            } => (BulkAction::Index, m),
-            ActionLine {
-                create: None,
-                index: None,
-                delete: Some(m),
-                update: None,
-            } => (BulkAction::Delete, m),
-            ActionLine {
-                create: None,
-                index: None,
-                delete: None,
-                update: Some(m),
-            } => (BulkAction::Update, m),
-            _ => {
-                return Err(malformed(
-                    "expected exactly one of [create], [delete], [index] or [update]".into(),
-                ))
+        let (action, meta) = match fast_action_line(line) {
+            Some(parsed) => parsed,
+            None => {
+                let parsed: ActionLine<'a> = serde_json::from_slice(line).map_err(|e| malformed(e.to_string()))?;
+                match parsed {
+                    ActionLine {
+                        create: Some(m),
+                        index: None,
+                        delete: None,
+                        update: None,
+                    } => (BulkAction::Create, m),
+                    ActionLine {
+                        create: None,
+                        index: Some(m),
+                        delete: None,
+                        update: None,
+                    } => (BulkAction::Index, m),
+                    ActionLine {
+                        create: None,
+                        index: None,
+                        delete: Some(m),
+                        update: None,
+                    } => (BulkAction::Delete, m),
+                    ActionLine {
+                        create: None,
+                        index: None,
+                        delete: None,
+                        update: Some(m),
+                    } => (BulkAction::Update, m),
+                    _ => {
+                        return Err(malformed(
+                            "expected exactly one of [create], [delete], [index] or [update]".into(),
+                        ))
+                    }
+                }
             }
         };
         let position = items.len();
@@ -430,6 +462,65 @@ fn parse<'a>(body: &'a [u8], url_index: Option<&'a str>, keep_documents: bool) -
         items.push(item);
     }
     Ok(items)
+}
+
+/// The action lines shippers write, `{"create":{"_index":"i","_id":"x"}}` (spaces allowed
+/// between tokens, as rsyslog puts them), without escapes, read without serde: a fifth of the
+/// sink's time went to serde here. `None` for anything else, which serde then reads or refuses.
+fn fast_action_line(line: &[u8]) -> Option<(BulkAction, Meta<'_>)> {
+    /// Without leading JSON whitespace (`trim_ascii` would also take form feeds).
+    fn ws(s: &[u8]) -> &[u8] {
+        let n = s
+            .iter()
+            .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+            .count();
+        &s[n..]
+    }
+    /// After `token` and the spaces around it.
+    fn eat<'l>(s: &'l [u8], token: &[u8]) -> Option<&'l [u8]> {
+        Some(ws(ws(s).strip_prefix(token)?))
+    }
+    /// A string without escapes (`s` starts at its opening quote), and what follows it.
+    fn string(s: &[u8]) -> Option<(&[u8], &[u8])> {
+        let s = s.strip_prefix(b"\"")?;
+        let end = memchr::memchr2(b'"', b'\\', s)?;
+        (s[end] == b'"').then(|| (&s[..end], &s[end + 1..]))
+    }
+    let (name, rest) = string(eat(line, b"{")?)?;
+    let action = match name {
+        b"create" => BulkAction::Create,
+        b"index" => BulkAction::Index,
+        b"delete" => BulkAction::Delete,
+        _ => return None,
+    };
+    let mut rest = eat(eat(rest, b":")?, b"{")?;
+    let mut meta = Meta { index: None, id: None };
+    if let Some(end) = rest.strip_prefix(b"}") {
+        rest = end;
+    } else {
+        loop {
+            let (key, after) = string(rest)?;
+            let (value, after) = string(eat(after, b":")?)?;
+            let value = Cow::Borrowed(std::str::from_utf8(value).ok()?);
+            let slot = match key {
+                b"_index" => &mut meta.index,
+                b"_id" => &mut meta.id,
+                _ => return None,
+            };
+            if slot.replace(value).is_some() {
+                return None; // a repeated key: serde says how it is malformed
+            }
+            match ws(after).split_first()? {
+                (b',', more) => rest = ws(more),
+                (b'}', more) => {
+                    rest = more;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (eat(rest, b"}")? == b"").then_some((action, meta))
 }
 
 /// Lines of a body that ends with `\n`, numbered from 1, without the `\n`.
@@ -499,89 +590,247 @@ fn index_name_problem(name: &str) -> Option<String> {
     broken.map(|why| format!("Invalid index name [{name}], {why}"))
 }
 
-/// Append one item's answer.
-fn write_item(out: &mut Vec<u8>, item: &Item<'_>, outcome: &Outcome) {
+/// Append one item's answer with the fields `filter` keeps; returns false (having written
+/// a partial item the caller truncates) when it keeps none.
+fn write_item(out: &mut Vec<u8>, item: &Item<'_>, outcome: &Outcome, filter: &ResponseFilter) -> bool {
     out.extend_from_slice(b"{\"");
     out.extend_from_slice(item.action.name().as_bytes());
-    out.extend_from_slice(b"\":{\"_index\":");
-    push_json_str(out, &item.index);
-    out.extend_from_slice(b",\"_id\":");
-    push_json_str(out, item.id());
-    let (status, error) = match outcome {
+    out.extend_from_slice(b"\":{");
+    let mut fields = Fields {
+        out,
+        filter,
+        action: item.action,
+        count: 0,
+    };
+    fields.put(Field::Index, |o| push_json_str(o, &item.index));
+    fields.put(Field::Id, |o| push_json_str(o, item.id()));
+    match outcome {
         Outcome::Done {
             result,
             status,
             version,
             seq_no,
         } => {
-            out.extend_from_slice(b",\"_version\":");
-            push_u64(out, u64::from(*version));
-            out.extend_from_slice(b",\"result\":\"");
-            out.extend_from_slice(result.as_bytes());
-            out.extend_from_slice(b"\",\"_shards\":{\"total\":1,\"successful\":1,\"failed\":0},\"_seq_no\":");
-            push_u64(out, *seq_no);
-            out.extend_from_slice(b",\"_primary_term\":1,\"status\":");
-            push_u64(out, u64::from(*status));
-            out.extend_from_slice(b"}}");
+            fields.put(Field::Version, |o| push_u64(o, u64::from(*version)));
+            fields.put(Field::Result, |o| push_json_str(o, result));
+            fields.put(Field::Shards, |o| {
+                o.extend_from_slice(b"{\"total\":1,\"successful\":1,\"failed\":0}");
+            });
+            fields.put(Field::SeqNo, |o| push_u64(o, *seq_no));
+            fields.put(Field::PrimaryTerm, |o| o.push(b'1'));
+            fields.put(Field::Status, |o| push_u64(o, u64::from(*status)));
+        }
+        _ => {
+            let status = match outcome {
+                Outcome::Fault(s) => *s,
+                Outcome::Conflict(..) => 409,
+                Outcome::Problem(_) | Outcome::Done { .. } => 400,
+            };
+            fields.put(Field::Status, |o| push_u64(o, u64::from(status)));
+            fields.put(Field::Error, |o| {
+                o.extend_from_slice(error_json(item, outcome).as_bytes())
+            });
+        }
+    }
+    if fields.count == 0 {
+        return false;
+    }
+    out.extend_from_slice(b"}}");
+    true
+}
+
+/// Writes the kept fields of one item, with commas between them.
+struct Fields<'a> {
+    out: &'a mut Vec<u8>,
+    filter: &'a ResponseFilter,
+    action: BulkAction,
+    count: usize,
+}
+
+impl Fields<'_> {
+    fn put(&mut self, field: Field, value: impl FnOnce(&mut Vec<u8>)) {
+        if !self.filter.item_field(self.action, field) {
             return;
         }
-        Outcome::Conflict(version, uuid) => (
-            409,
-            serde_json::json!({
-                "type": "version_conflict_engine_exception",
-                "reason": format!("[{}]: version conflict, document already exists (current version [{version}])", item.id()),
-                "index_uuid": uuid,
-                "shard": "0",
-                "index": item.index,
-            }),
-        ),
-        Outcome::Problem(Problem::BadDocument(detail)) => (
-            400,
-            serde_json::json!({
-                "type": "mapper_parsing_exception",
-                "reason": "failed to parse",
-                "caused_by": {"type": "not_x_content_exception", "reason": detail},
-            }),
-        ),
-        Outcome::Problem(Problem::InvalidIndex(reason)) => (
-            400,
-            serde_json::json!({
-                "type": "invalid_index_name_exception",
-                "reason": reason,
-                "index_uuid": "_na_",
-                "index": item.index,
-            }),
-        ),
-        Outcome::Problem(Problem::Unsupported) => (
-            400,
-            serde_json::json!({
-                "type": "illegal_argument_exception",
-                "reason": "es_sink does not support the update action",
-            }),
-        ),
-        Outcome::Fault(status) => (
-            *status,
-            serde_json::json!({
-                "type": error_type(*status),
-                "reason": fault_reason(*status, &item.index, item.source.len()),
-            }),
-        ),
+        if self.count > 0 {
+            self.out.push(b',');
+        }
+        self.out.push(b'"');
+        self.out.extend_from_slice(field.name().as_bytes());
+        self.out.extend_from_slice(b"\":");
+        value(self.out);
+        self.count += 1;
+    }
+}
+
+/// The `error` object of an item that failed.
+fn error_json(item: &Item<'_>, outcome: &Outcome) -> String {
+    let error = match outcome {
+        Outcome::Done { .. } => serde_json::Value::Null,
+        Outcome::Conflict(version, uuid) => serde_json::json!({
+            "type": "version_conflict_engine_exception",
+            "reason": format!("[{}]: version conflict, document already exists (current version [{version}])", item.id()),
+            "index_uuid": uuid,
+            "shard": "0",
+            "index": item.index,
+        }),
+        Outcome::Problem(Problem::BadDocument(detail)) => serde_json::json!({
+            "type": "mapper_parsing_exception",
+            "reason": "failed to parse",
+            "caused_by": {"type": "not_x_content_exception", "reason": detail},
+        }),
+        Outcome::Problem(Problem::InvalidIndex(reason)) => serde_json::json!({
+            "type": "invalid_index_name_exception",
+            "reason": reason,
+            "index_uuid": "_na_",
+            "index": item.index,
+        }),
+        Outcome::Problem(Problem::Unsupported) => serde_json::json!({
+            "type": "illegal_argument_exception",
+            "reason": "es_sink does not support the update action",
+        }),
+        Outcome::Fault(status) => serde_json::json!({
+            "type": error_type(*status),
+            "reason": fault_reason(*status, &item.index, item.source.len()),
+        }),
     };
-    out.extend_from_slice(b",\"status\":");
-    push_u64(out, u64::from(status));
-    out.extend_from_slice(b",\"error\":");
-    out.extend_from_slice(error.to_string().as_bytes());
-    out.extend_from_slice(b"}}");
+    error.to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn run(store: &Mutex<Store>, body: &str) -> serde_json::Value {
         let ids = IdGenerator::new();
-        let answer = bulk(store, &ids, Some("url-index"), body.as_bytes(), None, false).expect("processed");
+        let answer = bulk(
+            store,
+            &ids,
+            Some("url-index"),
+            body.as_bytes(),
+            None,
+            false,
+            &ResponseFilter::all(),
+        )
+        .expect("processed");
         serde_json::from_slice(&answer.body).expect("valid JSON answer")
+    }
+
+    #[test]
+    fn the_fast_action_reader_takes_plain_lines_and_leaves_the_rest_to_serde() {
+        let read = read_fast;
+        fn some(a: BulkAction, i: Option<&str>, id: Option<&str>) -> Read {
+            Some((a, i.map(str::to_string), id.map(str::to_string)))
+        }
+        assert_eq!(
+            read(r#"{"create":{"_index":"mflog-2026.11.23","_id":"ab-12"}}"#),
+            some(BulkAction::Create, Some("mflog-2026.11.23"), Some("ab-12"))
+        );
+        assert_eq!(read(r#"{"index":{}}"#), some(BulkAction::Index, None, None));
+        assert_eq!(
+            read(r#"{"delete":{"_id":"x"}}"#),
+            some(BulkAction::Delete, None, Some("x"))
+        );
+        assert_eq!(
+            read(r#" { "index" : { "_index": "mflog-bench" , "_id" : "7" } } "#),
+            some(BulkAction::Index, Some("mflog-bench"), Some("7")),
+            "spaces as rsyslog writes them"
+        );
+        for other in [
+            r#"{"index":{"_id":"a\"b"}}"#,
+            r#"{"index":{"_type":"_doc"}}"#,
+            r#"{"index":{"_id":"1","_id":"2"}}"#,
+            r#"{"update":{"_id":"1"}}"#,
+            r#"{"index":{}}}"#,
+            "{\"index\":{}}\x0c",
+            r#"{"index":{},"create":{}}"#,
+            r#"{"index":{"_id":"1"}"#,
+            r#"{"index":{"_id":1}}"#,
+        ] {
+            assert_eq!(read(other), None, "{other}");
+        }
+    }
+
+    type Read = Option<(BulkAction, Option<String>, Option<String>)>;
+
+    fn owned(m: Meta<'_>) -> (Option<String>, Option<String>) {
+        (m.index.map(Cow::into_owned), m.id.map(Cow::into_owned))
+    }
+
+    fn read_fast(line: &str) -> Read {
+        fast_action_line(line.as_bytes()).map(|(a, m)| {
+            let (i, id) = owned(m);
+            (a, i, id)
+        })
+    }
+
+    /// Serde's reading of an action line, in the fast reader's terms.
+    fn read_serde(line: &str) -> Read {
+        let (action, m) = match serde_json::from_str::<ActionLine<'_>>(line).ok()? {
+            ActionLine {
+                create: Some(m),
+                index: None,
+                delete: None,
+                update: None,
+            } => (BulkAction::Create, m),
+            ActionLine {
+                create: None,
+                index: Some(m),
+                delete: None,
+                update: None,
+            } => (BulkAction::Index, m),
+            ActionLine {
+                create: None,
+                index: None,
+                delete: Some(m),
+                update: None,
+            } => (BulkAction::Delete, m),
+            _ => return None,
+        };
+        let (i, id) = owned(m);
+        Some((action, i, id))
+    }
+
+    fn action_line() -> impl Strategy<Value = String> {
+        let ws = prop::sample::select(vec!["", "", " ", "\t", "  "]);
+        let action = prop::sample::select(vec!["create", "index", "delete", "update", "bogus"]);
+        let key = prop::sample::select(vec!["_index", "_id", "_type", "routing"]);
+        let value = "[a-z0-9.\"\\\\é -]{0,6}";
+        let field = (key, value, ws.clone(), ws.clone())
+            .prop_map(|(k, v, w1, w2)| format!("\"{k}\"{w1}:{w2}{}", serde_json::Value::from(v)));
+        let fields = prop::collection::vec(field, 0..4);
+        (
+            ws.clone(),
+            action,
+            ws.clone(),
+            fields,
+            ws,
+            any::<prop::sample::Index>(),
+            any::<bool>(),
+        )
+            .prop_map(|(w1, action, w2, fields, w3, cut, truncate)| {
+                let line = format!(
+                    "{w1}{{\"{action}\"{w2}:{{{}}}{w3}}}{w1}",
+                    fields.join(&format!("{w2},{w3}"))
+                );
+                if truncate {
+                    let at = cut.index(line.len() + 1);
+                    line.get(..at).unwrap_or(&line).to_string()
+                } else {
+                    line
+                }
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_action_reader_agrees_with_serde_whenever_it_answers(line in action_line()) {
+            let fast = read_fast(&line);
+            if fast.is_some() {
+                proptest::prop_assert_eq!(fast, read_serde(&line), "{:?}", line);
+            }
+        }
     }
 
     #[test]
@@ -624,10 +873,28 @@ mod tests {
             "{\"index\":{}}\n",
             "",
         ] {
-            let e = bulk(&store, &ids, Some("i"), body.as_bytes(), None, false).expect_err(body);
+            let e = bulk(
+                &store,
+                &ids,
+                Some("i"),
+                body.as_bytes(),
+                None,
+                false,
+                &ResponseFilter::all(),
+            )
+            .expect_err(body);
             assert_eq!(e.status, 400, "{body}");
         }
-        let e = bulk(&store, &ids, None, b"{\"index\":{}}\n{}\n", None, false).expect_err("no index");
+        let e = bulk(
+            &store,
+            &ids,
+            None,
+            b"{\"index\":{}}\n{}\n",
+            None,
+            false,
+            &ResponseFilter::all(),
+        )
+        .expect_err("no index");
         assert_eq!(e.kind, "action_request_validation_exception");
         assert_eq!(lock(&store).count("*"), 0, "nothing stored by refused requests");
     }

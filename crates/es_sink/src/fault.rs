@@ -1,6 +1,7 @@
 //! Fault injection for tests: whole-request answers queued for the next bulk requests, a
-//! per-item verdict closure, a body size limit and a reply delay. A test builds a [`FaultPlan`]
-//! and hands it to [`crate::EsSink::set_faults`], which replaces the previous plan at once.
+//! per-item verdict closure, a body size limit, and delays before or after processing. A test
+//! builds a [`FaultPlan`] and hands it to [`crate::EsSink::set_faults`], which replaces the
+//! previous plan at once.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -125,8 +126,12 @@ pub struct FaultPlan {
     pub items: Option<ItemFault>,
     /// A bulk body larger than this after decompression is answered 413 as a whole.
     pub max_body_bytes: Option<usize>,
-    /// Sleep this long before answering each bulk request.
+    /// Sleep this long before processing each bulk request: nothing of it is stored before the
+    /// delay ends, and nothing at all if the client gives up first (a stalled server).
     pub delay: Option<Duration>,
+    /// Process each bulk request, then sleep this long before answering: the documents are
+    /// stored even if the client gives up, so its retry meets 409s (a slow server).
+    pub delay_answer: Option<Duration>,
 }
 
 impl FaultPlan {
@@ -153,9 +158,16 @@ impl FaultPlan {
         self
     }
 
-    /// Sleep `delay` before answering each bulk request.
+    /// Sleep `delay` before processing each bulk request (see [`FaultPlan::delay`]).
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
+        self
+    }
+
+    /// Process each bulk request, then sleep `delay` before answering (see
+    /// [`FaultPlan::delay_answer`]).
+    pub fn delay_answer(mut self, delay: Duration) -> Self {
+        self.delay_answer = Some(delay);
         self
     }
 }
@@ -167,6 +179,7 @@ impl fmt::Debug for FaultPlan {
             .field("items", &self.items.as_ref().map(|_| "Fn(&ItemInfo) -> Option<u16>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("delay", &self.delay)
+            .field("delay_answer", &self.delay_answer)
             .finish()
     }
 }

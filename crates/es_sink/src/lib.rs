@@ -10,8 +10,26 @@
 //! - [`serve`]: the same server on a caller's listener and runtime (the `es_sink` binary).
 //! - `fault`: [`FaultPlan`], what a test can make it do wrong (whole-request statuses with
 //!   `Retry-After`, per-item verdicts, a body size limit, slow replies, dropped connections).
-//! - `bulk` (NDJSON parsing and per-item answers), `store` (ids, counts, documents, index
-//!   patterns), `server` (routes), `reply` (Elasticsearch-shaped errors).
+//! - `bulk` (NDJSON parsing and per-item answers), `filter` (`filter_path` on bulk answers),
+//!   `store` (ids, counts, documents, index patterns), `server` (routes), `reply`
+//!   (Elasticsearch-shaped errors).
+//!
+//! ```
+//! use es_sink::{EsSink, FaultPlan, Options, RequestFault};
+//!
+//! let sink = EsSink::start(Options::default()).expect("start");
+//! // The next bulk request is refused as Elasticsearch does when overloaded; after it, every
+//! // second sighting of an `_id` fails with 503 for that item only.
+//! sink.set_faults(
+//!     FaultPlan::new()
+//!         .then(RequestFault::status(429).retry_after(1))
+//!         .items(|item| (item.seen_before == 1).then_some(503)),
+//! );
+//! let url = sink.url(); // give this to the shipper under test, then:
+//! assert_eq!(sink.count("mflog-*"), 0);
+//! assert_eq!(sink.stats().requests, 0);
+//! # drop(url);
+//! ```
 //!
 //! Routes: `POST /_bulk`, `POST /<index>/_bulk`, `GET|POST /_count`, `/<pattern>/_count`,
 //! `POST /_refresh`, `/<pattern>/_refresh`, `GET|HEAD /`, `GET /_cat/indices[/<pattern>]`,
@@ -20,6 +38,7 @@
 
 mod bulk;
 mod fault;
+mod filter;
 mod reply;
 mod server;
 mod store;

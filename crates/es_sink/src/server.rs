@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bulk::{bulk, IdGenerator, RequestError};
 use crate::fault::{FaultPlan, RequestFaultKind};
+use crate::filter::ResponseFilter;
 use crate::reply::{error_type, fault_reason, request_error};
 use crate::store::{Counters, Stats, Store};
 
@@ -122,10 +123,10 @@ async fn respond(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, std
     let post = method == Method::POST || method == Method::PUT;
     Ok(match segs.as_slice() {
         [] if get => json(200, info()),
-        ["_bulk"] if post => return bulk_route(req, None, &state).await,
+        ["_bulk"] if post => return bulk_route(req, None, &query, &state).await,
         [index, "_bulk"] if post => {
             let index = index.to_string();
-            return bulk_route(req, Some(&index), &state).await;
+            return bulk_route(req, Some(&index), &query, &state).await;
         }
         ["_count"] if get || post => count(&state, ""),
         [pattern, "_count"] if get || post => count(&state, pattern),
@@ -149,7 +150,17 @@ async fn respond(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, std
     })
 }
 
-async fn bulk_route(req: Request<Incoming>, index: Option<&str>, state: &State) -> Result<Reply, std::io::Error> {
+async fn bulk_route(
+    req: Request<Incoming>,
+    index: Option<&str>,
+    query: &str,
+    state: &State,
+) -> Result<Reply, std::io::Error> {
+    // Counted on arrival: a request whose client gives up during a delay still shows.
+    state
+        .counters
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let encoding = req
         .headers()
         .get("content-encoding")
@@ -163,10 +174,6 @@ async fn bulk_route(req: Request<Incoming>, index: Option<&str>, state: &State) 
     let wire = match read_body(req.into_body(), length_hint, state.max_content_length).await {
         Ok(b) => b,
         Err(e) => {
-            state.counters.add(&Stats {
-                requests: 1,
-                ..Stats::default()
-            });
             return match e {
                 BodyError::TooLarge => {
                     let reason = format!("request body is larger than {} bytes", state.max_content_length);
@@ -176,17 +183,22 @@ async fn bulk_route(req: Request<Incoming>, index: Option<&str>, state: &State) 
             };
         }
     };
-    let (fault, items, max_body, delay) = {
+    let (fault, items, max_body, delay, delay_answer) = {
         let mut plan = state.faults();
         let fault = plan.requests.pop_front();
-        (fault, plan.items.clone(), plan.max_body_bytes, plan.delay)
+        (
+            fault,
+            plan.items.clone(),
+            plan.max_body_bytes,
+            plan.delay,
+            plan.delay_answer,
+        )
     };
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
     if let Some(fault) = fault {
         state.counters.add(&Stats {
-            requests: 1,
             injected_faults: 1,
             bytes: wire.len() as u64,
             ..Stats::default()
@@ -215,7 +227,6 @@ async fn bulk_route(req: Request<Incoming>, index: Option<&str>, state: &State) 
         Ok(d) => d,
         Err(e) => {
             state.counters.add(&Stats {
-                requests: 1,
                 bytes: wire.len() as u64,
                 ..Stats::default()
             });
@@ -224,7 +235,6 @@ async fn bulk_route(req: Request<Incoming>, index: Option<&str>, state: &State) 
     };
     if decoded.len() > limit {
         state.counters.add(&Stats {
-            requests: 1,
             bytes: decoded.len() as u64,
             injected_faults: u64::from(max_body.is_some_and(|m| decoded.len() > m)),
             ..Stats::default()
@@ -232,27 +242,32 @@ async fn bulk_route(req: Request<Incoming>, index: Option<&str>, state: &State) 
         let reason = format!("request body is too large: more than {limit} bytes");
         return Ok(error(413, error_type(413), &reason));
     }
-    match bulk(
+    let filter = ResponseFilter::from_query(query);
+    let answer = match bulk(
         &state.store,
         &state.ids,
         index,
         &decoded,
         items.as_ref(),
         state.keep_documents,
+        &filter,
     ) {
         Ok(answer) => {
             state.counters.add(&answer.tally);
-            Ok(json(200, answer.body))
+            json(200, answer.body)
         }
         Err(e) => {
             state.counters.add(&Stats {
-                requests: 1,
                 bytes: decoded.len() as u64,
                 ..Stats::default()
             });
-            Ok(error(e.status, e.kind, &e.reason))
+            error(e.status, e.kind, &e.reason)
         }
+    };
+    if let Some(delay) = delay_answer {
+        tokio::time::sleep(delay).await;
     }
+    Ok(answer)
 }
 
 enum BodyError {
@@ -302,7 +317,8 @@ fn decode<'a>(wire: &'a [u8], encoding: Option<&str>, limit: usize) -> Result<Co
     Ok(Cow::Owned(out))
 }
 
-fn percent_decode(segment: &str) -> Cow<'_, str> {
+/// Decode `%XX` escapes (invalid ones are kept as they are).
+pub(crate) fn percent_decode(segment: &str) -> Cow<'_, str> {
     if !segment.contains('%') {
         return Cow::Borrowed(segment);
     }

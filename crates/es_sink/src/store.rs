@@ -379,7 +379,7 @@ pub(crate) fn wildcard_match(pattern: &str, name: &str) -> bool {
 /// What the sink has done so far (a snapshot of its counters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
-    /// Bulk requests received, refused and faulted ones included.
+    /// Bulk requests received, counted on arrival: refused, faulted and abandoned ones included.
     pub requests: u64,
     /// Bulk items answered.
     pub items: u64,

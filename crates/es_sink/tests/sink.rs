@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{bulk, get, request, statuses, try_request};
 use es_sink::{BulkAction, EsSink, FaultPlan, Options, RequestFault};
+use ironwork_test_support::wait_for;
 
 fn sink() -> EsSink {
     EsSink::start(Options::default()).expect("start sink")
@@ -56,7 +57,7 @@ fn index_generates_missing_ids_and_replaces_existing_ones() {
     let s = EsSink::start(Options::keeping_documents()).expect("start sink");
     let v = bulk(
         s.addr(),
-        "/logs/_bulk?filter_path=errors,items.*.status",
+        "/logs/_bulk?refresh=false",
         "{\"index\":{}}\n{\"n\":1}\n{\"index\":{}}\n{\"n\":2}\n{\"index\":{\"_id\":\"k\"}}\n{\"n\":3}\n",
     )
     .json();
@@ -149,6 +150,41 @@ fn items_are_answered_in_request_order_across_indices_and_actions() {
     assert_eq!(v["items"][0]["create"]["_index"], "a");
     assert_eq!(v["items"][1]["create"]["_index"], "b");
     assert_eq!((s.count("a"), s.count("b")), (1, 1));
+}
+
+#[test]
+fn filter_path_keeps_what_the_client_asked_for_like_elasticsearch() {
+    let s = sink();
+    bulk(s.addr(), "/x/_bulk", "{\"create\":{\"_id\":\"dup\"}}\n{}\n");
+    let body = "{\"create\":{\"_id\":\"new\"}}\n{}\n{\"create\":{\"_id\":\"dup\"}}\n{}\n";
+    let v = bulk(
+        s.addr(),
+        "/x/_bulk?filter_path=errors,items.*.status,items.*.error",
+        body,
+    )
+    .json();
+    assert_eq!(v["errors"], true);
+    assert!(v.get("took").is_none(), "{v}");
+    assert_eq!(v["items"][0], serde_json::json!({"create": {"status": 201}}));
+    assert_eq!(v["items"][1]["create"]["status"], 409);
+    assert_eq!(
+        v["items"][1]["create"]["error"]["type"],
+        "version_conflict_engine_exception"
+    );
+    assert!(v["items"][1]["create"].get("_id").is_none(), "{v}");
+
+    let body = "{\"index\":{}}\n{}\n";
+    let v = bulk(s.addr(), "/x/_bulk?filter_path=items.*.error", body).json();
+    assert_eq!(v, serde_json::json!({}), "items left empty are dropped, then the key");
+    let v = bulk(s.addr(), "/x/_bulk?filter_path=took,errors", body).json();
+    assert_eq!(v["errors"], false);
+    assert!(v["took"].is_u64() && v.get("items").is_none(), "{v}");
+    let v = bulk(s.addr(), "/x/_bulk?filter_path=-took", body).json();
+    assert_eq!(
+        v["items"][0]["index"]["result"], "created",
+        "not understood: unfiltered"
+    );
+    assert_eq!(s.count("x"), 5);
 }
 
 #[test]
@@ -384,19 +420,53 @@ fn the_item_fault_closure_fails_chosen_items_and_sees_retries() {
 }
 
 #[test]
-fn delay_slows_bulk_answers_and_disconnect_drops_the_connection() {
+fn delay_holds_a_request_before_it_is_processed() {
     let s = sink();
-    s.set_faults(FaultPlan::new().delay(Duration::from_millis(300)));
+    s.set_faults(FaultPlan::new().delay(Duration::from_millis(600)));
+    let addr = s.addr();
     let t = Instant::now();
-    assert_eq!(bulk(s.addr(), "/x/_bulk", "{\"index\":{}}\n{}\n").status, 200);
-    assert!(t.elapsed() >= Duration::from_millis(300), "{:?}", t.elapsed());
+    let client = std::thread::spawn(move || bulk(addr, "/x/_bulk", "{\"index\":{}}\n{}\n").status);
+    assert!(
+        wait_for(Duration::from_secs(5), || s.stats().requests == 1),
+        "counted on arrival"
+    );
+    assert_eq!(s.count("x"), 0, "nothing stored during the delay");
+    assert_eq!(client.join().expect("client"), 200);
+    assert!(t.elapsed() >= Duration::from_millis(600), "{:?}", t.elapsed());
+    assert_eq!(s.count("x"), 1);
+}
 
+#[test]
+fn delay_answer_stores_first_so_a_retry_meets_a_conflict() {
+    let s = sink();
+    s.set_faults(FaultPlan::new().delay_answer(Duration::from_millis(800)));
+    let addr = s.addr();
+    let body = "{\"create\":{\"_id\":\"slow\"}}\n{}\n";
+    let t = Instant::now();
+    let client = std::thread::spawn(move || bulk(addr, "/x/_bulk", body).json());
+    assert!(
+        wait_for(Duration::from_secs(5), || s.count("x") == 1),
+        "stored before the answer"
+    );
+    assert!(t.elapsed() < Duration::from_millis(800), "{:?}", t.elapsed());
+    let first = client.join().expect("client");
+    assert!(t.elapsed() >= Duration::from_millis(800), "{:?}", t.elapsed());
+    assert_eq!(first["items"][0]["create"]["status"], 201);
+    s.set_faults(FaultPlan::new());
+    let retry = bulk(addr, "/x/_bulk", body).json();
+    assert_eq!(retry["items"][0]["create"]["status"], 409);
+}
+
+#[test]
+fn disconnect_drops_the_connection_without_storing() {
+    let s = sink();
     s.set_faults(FaultPlan::new().then(RequestFault::disconnect()));
     let r = try_request(s.addr(), "POST", "/x/_bulk", &[], b"{\"index\":{}}\n{}\n");
     assert!(r.is_err(), "expected no answer, got {r:?}");
-    assert_eq!(s.count("x"), 1);
+    assert_eq!(s.count("x"), 0);
     assert_eq!(bulk(s.addr(), "/x/_bulk", "{\"index\":{}}\n{}\n").status, 200);
-    assert_eq!(s.count("x"), 2);
+    assert_eq!(s.count("x"), 1);
+    assert_eq!(s.stats().requests, 2);
 }
 
 #[test]
@@ -412,4 +482,20 @@ fn dropping_the_sink_closes_its_port_and_a_new_one_can_take_it() {
     let again = EsSink::start_on(addr, Options::default()).expect("restart on the same port");
     assert_eq!(again.count("x"), 0, "a new sink starts empty");
     assert_eq!(bulk(addr, "/x/_bulk", "{\"index\":{}}\n{}\n").status, 200);
+}
+
+#[tokio::test]
+async fn a_sink_works_inside_a_tokio_test_and_drops_there() {
+    let s = sink();
+    let addr = s.addr();
+    let answer = tokio::task::spawn_blocking(move || bulk(addr, "/x/_bulk", "{\"index\":{}}\n{}\n"))
+        .await
+        .expect("request task");
+    assert_eq!(answer.status, 200);
+    assert_eq!(s.count("x"), 1);
+    drop(s);
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "port still open after drop"
+    );
 }
