@@ -155,12 +155,20 @@ def stop(proc: subprocess.Popen) -> int:
     return proc.returncode
 
 
+ONE_CORE = False  # --one-core: each shipper on CPU 0, the sink on CPU 1
+
+
+def pinned(cpu: int) -> list[str]:
+    """`taskset -c CPU` under --one-core (taskset execs the command: same pid)."""
+    return ["taskset", "-c", str(cpu)] if ONE_CORE else []
+
+
 class Sink:
     """A fresh `es_sink --listen 127.0.0.1:0` process."""
 
     def __init__(self, workdir: Path, threads: int):
-        self.argv = [str(SINK_BIN), "--listen", "127.0.0.1:0", "--threads", str(threads),
-                     "--log-format", "json"]
+        self.argv = pinned(1) + [str(SINK_BIN), "--listen", "127.0.0.1:0", "--threads",
+                                 str(threads), "--log-format", "json"]
         self.log = open(workdir / "es_sink.log", "wb")
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=self.log)
@@ -345,6 +353,7 @@ def ship(tool: str, inp: Input, base: Path, sink_threads: int) -> dict:
                     "--log-format", "json"]
         else:
             raise BenchError(f"unknown tool {tool}")
+        argv = pinned(0) + argv
         result["command"] = shlex.join(argv)
         result["config"] = conf.read_text()
         logf = open(workdir / f"{tool}.log", "wb")
@@ -499,6 +508,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    else None, help="where the input file and the tools' directories go "
                    "(default /dev/shm, a tmpfs)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--one-core", action="store_true",
+                   help="pin each shipper to CPU 0 (taskset) and the sink to CPU 1: "
+                   "throughput on one core")
     args = p.parse_args(argv)
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     if any(t not in TOOLS for t in args.tools):
@@ -509,7 +521,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
+    global ONE_CORE
     args = parse_args(argv)
+    ONE_CORE = args.one_core
     if sys.platform != "linux":
         print("this benchmark reads /proc: Linux only", file=sys.stderr)
         return 2
@@ -542,7 +556,7 @@ def main(argv: list[str]) -> int:
         "load_average_at_start": os.getloadavg(),
         "input": {"lines": inp.lines, "bytes": inp.bytes, "mib": round(inp.mib, 2),
                   "path_dir": str(base.parent), "fs": fs_type(str(base))},
-        "settings": {"sink_threads": args.sink_threads, "count_poll_seconds": COUNT_POLL,
+        "settings": {"sink_threads": args.sink_threads, "one_core": args.one_core, "count_poll_seconds": COUNT_POLL,
                      "stall_seconds": STALL_SECONDS, "clk_tck": CLK_TCK,
                      "rsyslog_batch": RSYSLOG_BATCH, "rsyslog_queue_size": RSYSLOG_QUEUE_SIZE,
                      "rsyslog_maxbytes": RSYSLOG_MAXBYTES,

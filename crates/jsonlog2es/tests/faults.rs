@@ -212,3 +212,92 @@ fn mflog2mfadmin_ships_the_daemons_logs_but_not_its_own() {
     }
     assert!(home.path().join("var/state/mflog2mfadmin.checkpoints.json").exists());
 }
+
+fn metric(addr: &str, name: &str) -> u64 {
+    let (_, body) = http("GET", &format!("http://{addr}/metrics"), b"").unwrap();
+    let text = String::from_utf8(body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_full_queue_pauses_reading_while_rotations_are_still_followed() {
+    let es = sink();
+    // Elasticsearch answers nothing but 503 for now.
+    let mut plan = FaultPlan::new();
+    for _ in 0..100_000 {
+        plan = plan.then(RequestFault::status(503));
+    }
+    es.set_faults(plan);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let s = Setup::with(&es.url(), &format!("queue_bytes = 64KiB\nhttp_listen = {listen}\n"), "");
+    let path = s.logs().join("app.log");
+    append(&path, 0..5000);
+    let file_bytes = std::fs::metadata(&path).unwrap().len();
+    let d = s.spawn();
+    wait_for("the queue to fill", T, || {
+        metric(&listen, "jsonlog2es_queued_bytes") >= 64 << 10
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let read = metric(&listen, "jsonlog2es_read_bytes_total");
+    assert!(
+        read < file_bytes / 2,
+        "reading paused: {read} of {file_bytes} bytes read"
+    );
+    // Rotated and a new file while paused: both followed, nothing lost.
+    std::fs::rename(&path, s.logs().join("app.log.1")).unwrap();
+    append(&path, 5000..5500);
+    append(&s.logs().join("other.log"), 5500..5600);
+    wait_for("the new files followed", T, || metric(&listen, "jsonlog2es_files") == 3);
+    es.set_faults(FaultPlan::new());
+    wait_for("every document", T, || es.count("app-*") >= 5600);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_exactly_once(&es.documents("app-*"), 0..5600);
+    d.term();
+}
+
+#[test]
+fn more_files_than_the_open_file_cap_are_all_read() {
+    let es = sink();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let s = Setup::with(
+        &es.url(),
+        &format!("http_listen = {listen}\n[tail]\nmax_open_files = 2\nclose_inactive = 50ms\npoll_interval = 20ms\nscan_interval = 100ms\n"),
+        "",
+    );
+    std::fs::write(
+        &s.config,
+        std::fs::read_to_string(&s.config)
+            .unwrap()
+            .replace("[tail]\npoll_interval = 20ms\nscan_interval = 100ms\n", ""),
+    )
+    .unwrap();
+    let d = s.spawn();
+    for round in 0..3u64 {
+        for f in 0..6u64 {
+            let first = (round * 6 + f) * 20;
+            append(&s.logs().join(format!("f{f}.log")), first..first + 20);
+        }
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    wait_for("every document", T, || es.count("app-*") >= 360);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_exactly_once(&es.documents("app-*"), 0..360);
+    assert_eq!(metric(&listen, "jsonlog2es_files"), 6);
+    assert!(metric(&listen, "jsonlog2es_open_files") <= 2);
+    d.term();
+}

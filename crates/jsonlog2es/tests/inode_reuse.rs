@@ -22,12 +22,13 @@ fn a_new_file_on_a_reused_inode_is_read_from_its_start() {
     wait_for("first file", T, || es.count("app-*") == 100);
     d.term();
     let ino = std::fs::metadata(&path).unwrap().ino();
+    // Made first, so the directory does not take the inode about to be freed.
+    let aside = s.home().join("aside");
+    std::fs::create_dir_all(&aside).unwrap();
     std::fs::remove_file(&path).unwrap();
     // ext4 hands a freed inode out again once the journal committed its release; create files
     // until one gets the old number.
     nix::unistd::sync();
-    let aside = s.home().join("aside");
-    std::fs::create_dir_all(&aside).unwrap();
     for attempt in 0.. {
         append(&path, 1000..1300);
         if std::fs::metadata(&path).unwrap().ino() == ino {

@@ -3,7 +3,8 @@
 //! is started, sample files are dropped into `var/in/incoming` (as `NAME.t` then renamed, the
 //! writers' convention), and the demo shows them routed and processed, the file no rule
 //! matched kept in the trash with its tags, the Redis counters, a killed worker replaced, the
-//! status table, and an ordered stop.
+//! status table, and an ordered stop. mflog2mfadmin runs too and ships the daemons' own logs
+//! into `es_sink`, the in-repo Elasticsearch-compatible `_bulk` sink, started for the demo.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -55,6 +56,20 @@ async fn show(home: &Home) -> anyhow::Result<()> {
         settings.replace("no_match_policy = delete", "no_match_policy = keep"),
     )?;
 
+    let (_, bins) = crate::cli::generate(home)?;
+    let sink = DemoSink::start(&bins)?;
+    println!("demo Elasticsearch (es_sink, the in-repo _bulk sink): {}", sink.url);
+    let settings = std::fs::read_to_string(&ini)?;
+    std::fs::write(
+        &ini,
+        set_key(
+            &settings.replace("mflog2mfadmin = false", "mflog2mfadmin = true"),
+            "elasticsearch",
+            "url",
+            &sink.url,
+        ),
+    )?;
+
     say("ironwork start (generates tmp/config_auto/, starts ringmaster, waits for every watcher)");
     let (_, bins) = crate::cli::generate(home)?;
     let report = crate::lifecycle::start(
@@ -103,6 +118,23 @@ async fn show(home: &Home) -> anyhow::Result<()> {
             }
         }
     }
+    say("mflog2mfadmin shipped the daemons' own logs (log/*.log) into the demo Elasticsearch");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let indices = loop {
+        let indices = sink.indices();
+        if indices.iter().any(|(i, n)| i.starts_with("mflog-") && *n > 0) {
+            break indices;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no log line reached the demo Elasticsearch within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (index, docs) in indices {
+        println!("  {index}: {docs} documents");
+    }
+
     say("Redis counters: files that entered each step");
     println!(
         "  switch/main: {}   demo/main: {}",
@@ -131,6 +163,90 @@ async fn show(home: &Home) -> anyhow::Result<()> {
     print!("{}", crate::lifecycle::status(home).await?);
     say("ironwork stop (ordered: steps first, Redis last)");
     Ok(())
+}
+
+/// `text` (an ini file) with `key = value` in `[section]`.
+fn set_key(text: &str, section: &str, key: &str, value: &str) -> String {
+    let mut current = String::new();
+    let mut out = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') && trimmed.ends_with(']') {
+            current = trimmed[1..trimmed.len() - 1].to_string();
+        }
+        let is_key = trimmed.split_once('=').is_some_and(|(k, _)| k.trim() == key);
+        if current == section && is_key {
+            out.push_str(&format!("{key} = {value}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `es_sink` on a free port, stopped with the demo.
+struct DemoSink {
+    child: std::process::Child,
+    url: String,
+}
+
+impl DemoSink {
+    fn start(bins: &Path) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let bin = bins.join("es_sink");
+        let mut child = std::process::Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            std::io::BufReader::new(out).read_line(&mut line)?;
+        }
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .context("es_sink did not say where it listens")?;
+        Ok(Self {
+            url: format!("http://{addr}"),
+            child,
+        })
+    }
+
+    /// `(index, documents)` from `_cat/indices`.
+    fn indices(&self) -> Vec<(String, u64)> {
+        use std::io::{Read, Write};
+        let addr = self.url.trim_start_matches("http://");
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return Vec::new();
+        };
+        let request = format!("GET /_cat/indices?format=json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut raw = String::new();
+        if s.write_all(request.as_bytes()).is_err() || s.read_to_string(&mut raw).is_err() {
+            return Vec::new();
+        }
+        let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        let rows: Vec<Value> = serde_json::from_str(body).unwrap_or_default();
+        let mut out: Vec<(String, u64)> = rows
+            .iter()
+            .filter_map(|r| {
+                let docs = r.get("docs.count")?.as_str()?.parse().ok()?;
+                Some((r.get("index")?.as_str()?.to_string(), docs))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for DemoSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn count(dir: &Path) -> usize {
@@ -186,6 +302,15 @@ fn nix_kill(pid: i64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn set_key_changes_only_its_section() {
+        let text = "[redis]\nurl =\n[elasticsearch]\n# c\nurl =\n[influxdb]\nurl =\n";
+        assert_eq!(
+            super::set_key(text, "elasticsearch", "url", "http://x"),
+            "[redis]\nurl =\n[elasticsearch]\n# c\nurl = http://x\n[influxdb]\nurl =\n"
+        );
+    }
+
     #[test]
     fn the_demo_plugin_in_etc_is_valid() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/plugins/demo");
