@@ -54,7 +54,6 @@ RELEASE = cargo_target_dir() / "release"
 SINK_BIN = RELEASE / "es_sink"
 SHIPPER_BIN = RELEASE / "jsonlog2es"
 PARSE_LOOP_BIN = RELEASE / "examples" / "parse_loop"
-JSONLOG2ES_CRATE = REPO / "crates" / "jsonlog2es"
 RSYSLOGD = "/usr/sbin/rsyslogd"
 APT_PACKAGES = ("rsyslog", "rsyslog-elasticsearch")
 OMELASTICSEARCH = "omelasticsearch.so"
@@ -82,12 +81,9 @@ JSONLOG2ES_BULK_BYTES = "5MiB"
 JSONLOG2ES_WORKERS = 2
 
 
-def build_argv(with_shipper: bool) -> list[str]:
-    argv = ["cargo", "build", "--release", "-p", "es_sink"]
-    if with_shipper:
-        argv += ["-p", "jsonlog2es"]
-    # --bins too: with only --examples, cargo would build the examples and not the daemons.
-    return argv + ["--bins", "--examples"]
+BUILD_ARGV = ["cargo", "build", "--release", "-p", "es_sink", "-p", "jsonlog2es",
+              # --bins too: with only --examples, cargo would build the examples, not the daemons.
+              "--bins", "--examples"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,8 +438,6 @@ def markdown_report(meta: dict, results: dict) -> str:
     if a and b:
         ratio = a / b
     lines += ["", f"jsonlog2es / rsyslog (docs/s): {fmt(ratio)}", ""]
-    for key, why in meta.get("skipped", {}).items():
-        lines.append(f"{key}: skipped: {why}")
     for key, r in results.items():
         if "error" in r:
             lines.append(f"{key}: ERROR {r['error']}")
@@ -475,21 +469,17 @@ def ensure_rsyslog() -> str:
     return command_version([RSYSLOGD, "-v"])
 
 
-def ensure_binaries(build: bool, want_shipper: bool) -> bool:
-    """Build (unless --no-build) and check the binaries; returns whether jsonlog2es exists."""
-    has_crate = (JSONLOG2ES_CRATE / "Cargo.toml").exists()
-    if want_shipper and not has_crate:
-        log(f"{JSONLOG2ES_CRATE} does not exist: jsonlog2es and parse_loop are skipped")
+def ensure_binaries(build: bool):
+    """Build (unless --no-build) and check the binaries."""
     if build:
-        argv = build_argv(with_shipper=has_crate)
-        log(shlex.join(argv))
-        done = subprocess.run(argv, cwd=REPO)
+        log(shlex.join(BUILD_ARGV))
+        done = subprocess.run(BUILD_ARGV, cwd=REPO)
         if done.returncode != 0:
-            raise BenchError(f"{shlex.join(argv)} failed ({done.returncode})")
-    if not os.access(SINK_BIN, os.X_OK):
-        raise BenchError(f"binary not found: {SINK_BIN} (build it with "
-                         f"`{shlex.join(build_argv(has_crate))}`, or drop --no-build)")
-    return has_crate and os.access(SHIPPER_BIN, os.X_OK)
+            raise BenchError(f"{shlex.join(BUILD_ARGV)} failed ({done.returncode})")
+    for binary in (SINK_BIN, SHIPPER_BIN, PARSE_LOOP_BIN):
+        if not os.access(binary, os.X_OK):
+            raise BenchError(f"binary not found: {binary} (build it with "
+                             f"`{shlex.join(BUILD_ARGV)}`, or drop --no-build)")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -501,7 +491,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-limits", action="store_true",
                    help="skip the cat and parse_loop rows")
     p.add_argument("--no-build", action="store_true",
-                   help="do not run `" + shlex.join(build_argv(True)) + "` first")
+                   help="do not run `" + shlex.join(BUILD_ARGV) + "` first")
     p.add_argument("--sink-threads", type=int, default=1,
                    help="es_sink runtime threads (default 1)")
     p.add_argument("--workdir", default=DEFAULT_WORKDIR if os.access(DEFAULT_WORKDIR, os.W_OK)
@@ -528,7 +518,7 @@ def main(argv: list[str]) -> int:
         print("this benchmark reads /proc: Linux only", file=sys.stderr)
         return 2
     try:
-        has_shipper = ensure_binaries(not args.no_build, "jsonlog2es" in args.tools)
+        ensure_binaries(not args.no_build)
         versions: dict[str, str] = {}
         revision = ironwork_revision()
         if revision:
@@ -538,10 +528,7 @@ def main(argv: list[str]) -> int:
     except (BenchError, subprocess.CalledProcessError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    tools = [t for t in args.tools if t != "jsonlog2es" or has_shipper]
-    skipped = {}
-    if "jsonlog2es" in args.tools and not has_shipper:
-        skipped["jsonlog2es"] = f"{SHIPPER_BIN} not built ({JSONLOG2ES_CRATE} missing?)"
+    tools = args.tools
 
     base = Path(tempfile.mkdtemp(prefix="bench-logship-", dir=args.workdir))
     path = base / "mflog.json.log"
@@ -556,7 +543,8 @@ def main(argv: list[str]) -> int:
         "load_average_at_start": os.getloadavg(),
         "input": {"lines": inp.lines, "bytes": inp.bytes, "mib": round(inp.mib, 2),
                   "path_dir": str(base.parent), "fs": fs_type(str(base))},
-        "settings": {"sink_threads": args.sink_threads, "one_core": args.one_core, "count_poll_seconds": COUNT_POLL,
+        "settings": {"sink_threads": args.sink_threads, "one_core": args.one_core,
+                     "count_poll_seconds": COUNT_POLL,
                      "stall_seconds": STALL_SECONDS, "clk_tck": CLK_TCK,
                      "rsyslog_batch": RSYSLOG_BATCH, "rsyslog_queue_size": RSYSLOG_QUEUE_SIZE,
                      "rsyslog_maxbytes": RSYSLOG_MAXBYTES,
@@ -565,17 +553,11 @@ def main(argv: list[str]) -> int:
     results: dict[str, dict] = {}
     if not args.no_limits:
         results["cat"] = measure_command("cat", ["cat", str(path)], inp)
-        if has_shipper and os.access(PARSE_LOOP_BIN, os.X_OK):
-            results["parse_loop"] = measure_command("parse_loop", [str(PARSE_LOOP_BIN), str(path)],
-                                                    inp, parse_loop_check(inp.lines))
-        else:
-            skipped["parse_loop"] = f"{PARSE_LOOP_BIN} not found"
+        results["parse_loop"] = measure_command("parse_loop", [str(PARSE_LOOP_BIN), str(path)],
+                                                inp, parse_loop_check(inp.lines))
     for tool in tools:
         results[tool] = ship(tool, inp, base, args.sink_threads)
 
-    meta["skipped"] = skipped
-    for key, why in skipped.items():
-        log(f"{key}: skipped: {why}")
     report = markdown_report(meta, results)
     print(report)
     JSON_OUT.parent.mkdir(parents=True, exist_ok=True)

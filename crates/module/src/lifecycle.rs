@@ -223,7 +223,11 @@ pub async fn start(home: &Home, ringmaster: &Path, ringmaster_ini: &Path, timeou
         }
         if let Some(ws) = watchers(home).await {
             if !ws.is_empty() && ws.iter().all(WatcherState::is_up) {
-                return status(home).await;
+                // Up means answering too: Redis may still be loading its append-only file.
+                let report = status(home).await?;
+                if report.redis_ok != Some(false) {
+                    return Ok(report);
+                }
             }
         }
         if tokio::time::Instant::now() >= deadline {
