@@ -110,6 +110,19 @@ struct ActionLine<'a> {
     update: Option<Meta<'a>>,
 }
 
+impl<'a> ActionLine<'a> {
+    /// The one action the line names; `None` when it names none or several.
+    fn single(self) -> Option<(BulkAction, Meta<'a>)> {
+        match (self.create, self.index, self.delete, self.update) {
+            (Some(m), None, None, None) => Some((BulkAction::Create, m)),
+            (None, Some(m), None, None) => Some((BulkAction::Index, m)),
+            (None, None, Some(m), None) => Some((BulkAction::Delete, m)),
+            (None, None, None, Some(m)) => Some((BulkAction::Update, m)),
+            _ => None,
+        }
+    }
+}
+
 /// Action metadata; other keys (`_type`, `routing`, `pipeline`, …) are ignored.
 #[derive(Deserialize)]
 struct Meta<'a> {
@@ -371,37 +384,9 @@ fn parse<'a>(body: &'a [u8], url_index: Option<&'a str>, keep_documents: bool) -
             Some(parsed) => parsed,
             None => {
                 let parsed: ActionLine<'a> = serde_json::from_slice(line).map_err(|e| malformed(e.to_string()))?;
-                match parsed {
-                    ActionLine {
-                        create: Some(m),
-                        index: None,
-                        delete: None,
-                        update: None,
-                    } => (BulkAction::Create, m),
-                    ActionLine {
-                        create: None,
-                        index: Some(m),
-                        delete: None,
-                        update: None,
-                    } => (BulkAction::Index, m),
-                    ActionLine {
-                        create: None,
-                        index: None,
-                        delete: Some(m),
-                        update: None,
-                    } => (BulkAction::Delete, m),
-                    ActionLine {
-                        create: None,
-                        index: None,
-                        delete: None,
-                        update: Some(m),
-                    } => (BulkAction::Update, m),
-                    _ => {
-                        return Err(malformed(
-                            "expected exactly one of [create], [delete], [index] or [update]".into(),
-                        ))
-                    }
-                }
+                parsed.single().ok_or_else(|| {
+                    malformed("expected exactly one of [create], [delete], [index] or [update]".into())
+                })?
             }
         };
         let position = items.len();
@@ -767,27 +752,10 @@ mod tests {
 
     /// Serde's reading of an action line, in the fast reader's terms.
     fn read_serde(line: &str) -> Read {
-        let (action, m) = match serde_json::from_str::<ActionLine<'_>>(line).ok()? {
-            ActionLine {
-                create: Some(m),
-                index: None,
-                delete: None,
-                update: None,
-            } => (BulkAction::Create, m),
-            ActionLine {
-                create: None,
-                index: Some(m),
-                delete: None,
-                update: None,
-            } => (BulkAction::Index, m),
-            ActionLine {
-                create: None,
-                index: None,
-                delete: Some(m),
-                update: None,
-            } => (BulkAction::Delete, m),
-            _ => return None,
-        };
+        let (action, m) = serde_json::from_str::<ActionLine<'_>>(line)
+            .ok()?
+            .single()
+            .filter(|(a, _)| *a != BulkAction::Update)?;
         let (i, id) = owned(m);
         Some((action, i, id))
     }

@@ -329,14 +329,9 @@ impl Reader {
                 if rest.len() > max {
                     // Start of an over-long line: keep what may be shipped, drop the rest.
                     let start = base + pos as u64;
-                    if start == 0 && t.check_first_line {
-                        if let Some(fp) = fingerprint(rest) {
-                            t.check_first_line = false;
-                            if fp != t.key.fingerprint {
-                                result = Consumed::Rekey(fp);
-                                break;
-                            }
-                        }
+                    if let Some(fp) = first_line_changed(&mut t.check_first_line, t.key.fingerprint, start, rest) {
+                        result = Consumed::Rekey(fp);
+                        break;
                     }
                     let kept = (input.long_lines == LongLines::Truncate).then(|| rest[..max].to_vec());
                     t.long = Some((start, kept));
@@ -345,14 +340,9 @@ impl Reader {
                 break;
             };
             let start = base + pos as u64;
-            if start == 0 && t.check_first_line {
-                if let Some(fp) = fingerprint(rest) {
-                    t.check_first_line = false;
-                    if fp != t.key.fingerprint {
-                        result = Consumed::Rekey(fp);
-                        break;
-                    }
-                }
+            if let Some(fp) = first_line_changed(&mut t.check_first_line, t.key.fingerprint, start, rest) {
+                result = Consumed::Rekey(fp);
+                break;
             }
             let line = &rest[..nl];
             lines += 1;
@@ -650,6 +640,17 @@ impl Reader {
             }
         }
     }
+}
+
+/// After a truncation, the first line decides the identity: its fingerprint when it differs
+/// from the one the file is followed under (checked once per generation).
+fn first_line_changed(check: &mut bool, followed: u64, start: u64, rest: &[u8]) -> Option<u64> {
+    if start != 0 || !*check {
+        return None;
+    }
+    let fp = fingerprint(rest)?;
+    *check = false;
+    (fp != followed).then_some(fp)
 }
 
 /// Encode one line into the batch and record it as an item (or a letter).

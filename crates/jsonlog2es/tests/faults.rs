@@ -213,6 +213,17 @@ fn mflog2mfadmin_ships_the_daemons_logs_but_not_its_own() {
     assert!(home.path().join("var/state/mflog2mfadmin.checkpoints.json").exists());
 }
 
+/// A loopback address nothing listens on.
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// One value from the daemon's `/metrics`.
 fn metric(addr: &str, name: &str) -> u64 {
     let (_, body) = http("GET", &format!("http://{addr}/metrics"), b"").unwrap();
     let text = String::from_utf8(body).unwrap();
@@ -233,12 +244,7 @@ fn a_full_queue_pauses_reading_while_rotations_are_still_followed() {
         plan = plan.then(RequestFault::status(503));
     }
     es.set_faults(plan);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = free_addr();
     let s = Setup::with(&es.url(), &format!("queue_bytes = 64KiB\nhttp_listen = {listen}\n"), "");
     let path = s.logs().join("app.log");
     append(&path, 0..5000);
@@ -268,12 +274,7 @@ fn a_full_queue_pauses_reading_while_rotations_are_still_followed() {
 #[test]
 fn more_files_than_the_open_file_cap_are_all_read() {
     let es = sink();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = free_addr();
     let s = Setup::with(
         &es.url(),
         &format!("http_listen = {listen}\n[tail]\nmax_open_files = 2\nclose_inactive = 50ms\npoll_interval = 20ms\nscan_interval = 100ms\n"),
