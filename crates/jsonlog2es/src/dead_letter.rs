@@ -1,10 +1,12 @@
 //! The dead-letter file: documents Elasticsearch refused for good (400, 403, 404, 413 alone…)
 //! and, when an input says so, lines that do not parse. One JSON object per line with the
 //! reason, the source file and offset, and the document, so an operator can fix and replay them.
-//! A write is flushed and fsynced before the batch holding it is acknowledged.
+//! A write is flushed and fsynced before the batch holding it is acknowledged. A file moved away
+//! by an operator is left alone; the next letter starts a new one at the path.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -72,6 +74,15 @@ impl DeadLetters {
             out.push(b'\n');
         }
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        // Moved away or deleted by an operator: start a new file at the path.
+        let moved = match (guard.as_ref(), std::fs::metadata(&self.path)) {
+            (Some(f), Ok(at_path)) => f.metadata().map(|m| m.ino() != at_path.ino()).unwrap_or(true),
+            (Some(_), Err(_)) => true,
+            (None, _) => false,
+        };
+        if moved {
+            *guard = None;
+        }
         if guard.is_none() {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -81,5 +92,42 @@ impl DeadLetters {
         let file = guard.as_mut().expect("opened above");
         file.write_all(&out)?;
         file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(offset: u64) -> Letter {
+        Letter {
+            reason: "mapper_parsing_exception: x".into(),
+            status: Some(400),
+            file: PathBuf::from("/var/log/a.log"),
+            offset,
+            index: Some("logs-2026.11.23".into()),
+            document: br#"{"a":1}"#.to_vec(),
+        }
+    }
+
+    #[test]
+    fn appends_and_starts_again_when_moved_away() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state/dead.ndjson");
+        let d = DeadLetters::new(path.clone());
+        d.write(&[letter(1), letter(2)]).expect("write");
+        std::fs::rename(&path, dir.path().join("replayed.ndjson")).expect("move");
+        d.write(&[letter(3)]).expect("write");
+        let lines: Vec<Value> = std::fs::read_to_string(&path)
+            .expect("new file")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["offset"], 3);
+        assert_eq!(lines[0]["document"]["a"], 1);
+        assert_eq!(lines[0]["status"], 400);
+        let old = std::fs::read_to_string(dir.path().join("replayed.ndjson")).expect("old");
+        assert_eq!(old.lines().count(), 2);
     }
 }
