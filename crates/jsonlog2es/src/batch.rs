@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::checkpoint::FileKey;
+use crate::dead_letter::Letter;
 
 /// One document of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub struct Batch {
     pub sources: Vec<SourcePos>,
     /// Files no longer at any watched path, closed by the reader.
     pub gone: Vec<FileKey>,
+    /// Lines the reader refused (`invalid = dead_letter`); written before the batch settles.
+    pub letters: Vec<Letter>,
     /// When the first content went in (for the flush interval).
     pub opened: Option<Instant>,
 }
@@ -68,6 +71,6 @@ impl Batch {
 
     /// True when nothing at all is in it.
     pub fn is_empty(&self) -> bool {
-        self.sources.is_empty() && self.gone.is_empty()
+        self.sources.is_empty() && self.gone.is_empty() && self.letters.is_empty()
     }
 }

@@ -1,8 +1,9 @@
 //! File identity and the checkpoint file.
 //!
-//! A file is `device + inode + fingerprint`, the fingerprint being a hash of its first line (or
-//! first 1 KiB): a new file that reuses an inode number gets a new identity, and nothing waits
-//! for 1 KiB to exist before a small file is read. A truncation bumps the file's `epoch`, which
+//! A file is `device + inode + fingerprint + birth time`, the fingerprint being a hash of its
+//! first line (or first 1 KiB): a new file that reuses an inode number gets a new identity (by
+//! its birth time, and by its first line where the filesystem keeps no birth time), and nothing
+//! waits for 1 KiB to exist before a small file is read. A truncation bumps the file's `epoch`, which
 //! is part of every document id, so new lines at old offsets are never taken for replays.
 //!
 //! `<state>/<name>.checkpoints.json` holds, per identity, the first byte not yet acknowledged by
@@ -33,15 +34,42 @@ pub struct FileKey {
     pub ino: u64,
     /// Hash of the first line (at most [`FINGERPRINT_BYTES`]).
     pub fingerprint: u64,
+    /// Birth time in nanoseconds (statx `btime`), 0 where the filesystem has none: a new file
+    /// on a reused inode differs here even when it starts with the same header line.
+    #[serde(default)]
+    pub born: u64,
 }
 
 impl FileKey {
-    /// The prefix of every document id read from this file in `epoch`: 16 hex digits.
+    /// The identity of the file behind `meta` whose first line hashes to `fingerprint`.
+    pub fn of(meta: &std::fs::Metadata, fingerprint: u64) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let born = meta
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as u64);
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            fingerprint,
+            born,
+        }
+    }
+
+    /// The same file seen under another device number (device numbers may change across
+    /// reboots: LVM, NFS, btrfs).
+    pub fn same_file_elsewhere(&self, other: &FileKey) -> bool {
+        self.dev != other.dev && (self.ino, self.fingerprint, self.born) == (other.ino, other.fingerprint, other.born)
+    }
+
+    /// The prefix of every document id read from this file in `epoch`: 16 hex digits. The
+    /// device number is left out, so ids survive a device renumbering.
     pub fn id_prefix(&self, epoch: u32) -> String {
         let mut h = Md5::new();
-        h.update(self.dev.to_le_bytes());
         h.update(self.ino.to_le_bytes());
         h.update(self.fingerprint.to_le_bytes());
+        h.update(self.born.to_le_bytes());
         h.update(epoch.to_le_bytes());
         let d = h.finalize();
         d[..8].iter().map(|b| format!("{b:02x}")).collect()
@@ -250,6 +278,7 @@ mod tests {
             dev: 1,
             ino,
             fingerprint: 7,
+            born: 0,
         }
     }
 
@@ -269,6 +298,11 @@ mod tests {
         assert_eq!(a, key(1).id_prefix(0));
         assert_ne!(a, key(1).id_prefix(1));
         assert_ne!(a, key(2).id_prefix(0));
+        let reborn = FileKey { born: 5, ..key(1) };
+        assert_ne!(a, reborn.id_prefix(0), "a new file on the same inode");
+        let moved = FileKey { dev: 9, ..key(1) };
+        assert_eq!(a, moved.id_prefix(0), "a device renumbering keeps the ids");
+        assert!(moved.same_file_elsewhere(&key(1)) && !reborn.same_file_elsewhere(&key(1)));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! once per `checkpoint_interval` and once more on the way out.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -11,7 +13,12 @@ use crate::config::State;
 use crate::ship::Done;
 
 /// Run until every sender is gone; returns the final checkpoints (already saved).
-pub async fn run(mut rx: mpsc::Receiver<Done>, mut checkpoints: Checkpoints, state: State) -> Checkpoints {
+pub async fn run(
+    mut rx: mpsc::Receiver<Done>,
+    mut checkpoints: Checkpoints,
+    state: State,
+    committed: Arc<AtomicU64>,
+) -> Checkpoints {
     let mut next = 0u64;
     let mut waiting: BTreeMap<u64, Done> = BTreeMap::new();
     let mut dirty = false;
@@ -27,6 +34,7 @@ pub async fn run(mut rx: mpsc::Receiver<Done>, mut checkpoints: Checkpoints, sta
                     next += 1;
                     dirty = true;
                 }
+                committed.store(next, Ordering::Relaxed);
             }
             _ = tick.tick() => {
                 if dirty {

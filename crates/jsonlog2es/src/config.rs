@@ -172,6 +172,9 @@ pub struct Tail {
     pub max_open_files: usize,
     /// A file at its end and unchanged this long is closed (reopened when it grows).
     pub close_inactive: Duration,
+    /// A renamed-away file at its end stays open until it got no new line for this long (the
+    /// writer may still be writing through its old descriptor); a deleted one is closed at once.
+    pub rotate_wait: Duration,
     /// A deleted or renamed-away file is closed after this even if unread bytes remain.
     pub close_removed_after: Duration,
     /// Bytes read per file per turn (fairness between busy files).
@@ -381,9 +384,9 @@ fn read_elasticsearch(r: &mut SectionReader<'_>, default_url: Option<&str>) -> O
         _ => Err("expected none or gzip".to_string()),
     });
     let workers = r.parse_with("workers", 2usize, positive);
-    let request_timeout = r.duration("request_timeout", Duration::from_secs(60));
-    let retry_initial = r.duration("retry_initial", Duration::from_millis(500));
-    let retry_max = r.duration("retry_max", Duration::from_secs(60));
+    let request_timeout = nonzero(r, "request_timeout", Duration::from_secs(60));
+    let retry_initial = nonzero(r, "retry_initial", Duration::from_millis(500));
+    let retry_max = nonzero(r, "retry_max", Duration::from_secs(60));
     if bulk_max_bytes == 0 {
         r.error("bulk_max_bytes", "must be more than 0");
     }
@@ -399,6 +402,14 @@ fn read_elasticsearch(r: &mut SectionReader<'_>, default_url: Option<&str>) -> O
         request_timeout,
         retry_initial,
         retry_max,
+    })
+}
+
+/// A duration that must not be 0 (a timer or a retry delay).
+fn nonzero(r: &mut SectionReader<'_>, key: &str, default: Duration) -> Duration {
+    r.parse_with(key, default, |s| match ironwork_core::config::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than 0".into()),
+        other => other,
     })
 }
 
@@ -434,7 +445,7 @@ fn read_state(r: &mut SectionReader<'_>, home: Option<&Path>, stem: &str) -> (Op
         None => directory.as_ref().map(|d| d.join(format!("{name}.dead-letter.ndjson"))),
     };
     let queue_bytes = r.bytes("queue_bytes", 64 << 20);
-    let checkpoint_interval = r.duration("checkpoint_interval", Duration::from_secs(1));
+    let checkpoint_interval = nonzero(r, "checkpoint_interval", Duration::from_secs(1));
     let forget_after = r.duration("forget_after", Duration::from_secs(24 * 3600));
     let shutdown_grace = r.duration("shutdown_grace", Duration::from_secs(8));
     let listen = r.parse_with("http_listen", None, |s| {
@@ -457,10 +468,11 @@ fn read_state(r: &mut SectionReader<'_>, home: Option<&Path>, stem: &str) -> (Op
 
 fn read_tail(r: &mut SectionReader<'_>) -> Tail {
     Tail {
-        poll_interval: r.duration("poll_interval", Duration::from_millis(250)),
-        scan_interval: r.duration("scan_interval", Duration::from_secs(2)),
+        poll_interval: nonzero(r, "poll_interval", Duration::from_millis(250)),
+        scan_interval: nonzero(r, "scan_interval", Duration::from_secs(2)),
         max_open_files: r.parse_with("max_open_files", 512usize, positive),
         close_inactive: r.duration("close_inactive", Duration::from_secs(300)),
+        rotate_wait: r.duration("rotate_wait", Duration::from_secs(30)),
         close_removed_after: r.duration("close_removed_after", Duration::from_secs(600)),
         read_chunk: r.bytes("read_chunk", 256 << 10).max(4096) as usize,
     }
@@ -602,7 +614,7 @@ mod tests {
     #[test]
     fn every_error_names_section_and_key() {
         let err = parse(
-            "[elasticsearch]\nurl = https://x\nbulk_max_docs = 0\n[input:a]\npaths = /a/*/b.log\nread_from = middle\nbogus = 1\n[outputs]\n",
+            "[elasticsearch]\nurl = https://x\nbulk_max_docs = 0\nretry_initial = 0s\n[input:a]\npaths = /a/*/b.log\nread_from = middle\nbogus = 1\n[outputs]\n",
         )
         .expect_err("invalid");
         let text = err.to_string();
@@ -614,6 +626,7 @@ mod tests {
             "[input:a] read_from:",
             "[input:a] bogus: unknown key",
             "[outputs]",
+            "retry_initial: must be more than 0",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }

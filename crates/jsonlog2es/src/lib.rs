@@ -76,7 +76,8 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel(BATCH_CHANNEL);
     let (done_tx, done_rx) = mpsc::channel(BATCH_CHANNEL * 2);
     let queued = Arc::new(AtomicU64::new(0));
-    let committer = tokio::spawn(commit::run(done_rx, checkpoints, state.clone()));
+    let committed = Arc::new(AtomicU64::new(0));
+    let mut committer = tokio::spawn(commit::run(done_rx, checkpoints, state.clone(), committed.clone()));
     let rx = Arc::new(Mutex::new(rx));
     let mut shippers = JoinSet::new();
     for _ in 0..config.elasticsearch.workers {
@@ -112,22 +113,27 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
         first_run,
         tx,
         queued,
+        committed,
         stats,
-        dead,
         hostname: ironwork_core::lease::hostname(),
     });
     let reader_token = options.token.clone();
     let mut reader = tokio::task::spawn_blocking(move || reader.run(&reader_token));
-    let reader_result = tokio::select! {
-        r = &mut reader => Some(r),
+    // Every task runs until shutdown; one that ends before takes the daemon down.
+    // Biased: after a SIGTERM the reader ends too, and that is no failure.
+    let failure = tokio::select! {
+        biased;
         _ = options.token.cancelled() => None,
+        r = &mut reader => Some(format!("the reader thread ended: {r:?}")),
+        r = &mut committer => Some(format!("the committer ended: {r:?}")),
+        Some(r) = shippers.join_next() => Some(format!("a shipper ended: {r:?}")),
     };
-    let reader_result = match reader_result {
-        Some(r) => r,
-        None => reader.await,
-    };
-    if let Err(e) = reader_result {
+    if let Some(why) = failure {
         options.token.cancel();
+        shippers.abort_all();
+        anyhow::bail!("{why}");
+    }
+    if let Err(e) = reader.await {
         anyhow::bail!("the reader thread died: {e}");
     }
 

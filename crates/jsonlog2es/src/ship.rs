@@ -261,8 +261,10 @@ impl Shipper {
                 items,
                 sources,
                 gone,
+                letters,
                 ..
             } = batch;
+            self.write_letters(letters).await;
             self.ship(Bytes::from(body), &items, &sources).await;
             let left = queued.fetch_sub(bytes, Ordering::Relaxed).saturating_sub(bytes);
             self.stats.queued_bytes.set(left as i64);
@@ -303,8 +305,8 @@ impl Shipper {
                             break;
                         }
                         Answer::Items(answers) => {
-                            let (retry, retry_after) =
-                                self.settle(&body, items, sources, &group, answers, reply.retry_after);
+                            let (retry, letters) = self.settle(&body, items, sources, &group, answers);
+                            self.write_letters(letters).await;
                             if retry.is_empty() {
                                 attempts.reset();
                                 break;
@@ -315,7 +317,7 @@ impl Shipper {
                                 "elasticsearch rejected documents for now (429/5xx); retrying them"
                             );
                             group = retry;
-                            retry_after
+                            reply.retry_after
                         }
                         Answer::Garbled(why) => {
                             tracing::warn!(error = why, "retrying the request");
@@ -324,7 +326,8 @@ impl Shipper {
                     },
                     Ok(reply) if reply.status == StatusCode::PAYLOAD_TOO_LARGE => {
                         if group.len() == 1 {
-                            self.reject(&body, items, sources, &group, 413, &reply.body);
+                            let letters = reject(&body, items, sources, &group, 413, &reply.body);
+                            self.write_letters(letters).await;
                         } else {
                             tracing::info!(documents = group.len(), "request too large (413); splitting it");
                             let second = group.split_off(group.len() / 2);
@@ -343,7 +346,8 @@ impl Shipper {
                         reply.retry_after
                     }
                     Ok(reply) => {
-                        self.reject(&body, items, sources, &group, reply.status.as_u16(), &reply.body);
+                        let letters = reject(&body, items, sources, &group, reply.status.as_u16(), &reply.body);
+                        self.write_letters(letters).await;
                         break;
                     }
                 };
@@ -354,7 +358,7 @@ impl Shipper {
         }
     }
 
-    /// Apply per-item answers; returns the items to send again and the longest wait asked for.
+    /// Apply per-item answers; returns the items to send again and the refused ones.
     fn settle(
         &self,
         body: &Bytes,
@@ -362,8 +366,7 @@ impl Shipper {
         sources: &[SourcePos],
         group: &[usize],
         answers: Vec<(u16, Option<serde_json::Value>)>,
-        retry_after: Option<Duration>,
-    ) -> (Vec<usize>, Option<Duration>) {
+    ) -> (Vec<usize>, Vec<Letter>) {
         let mut retry = Vec::new();
         let mut letters = Vec::new();
         let (mut acked, mut duplicates) = (0u64, 0u64);
@@ -380,38 +383,48 @@ impl Shipper {
         }
         self.stats.acked.add(acked);
         self.stats.duplicates.add(duplicates);
-        self.write_letters(letters);
-        (retry, retry_after)
+        (retry, letters)
     }
 
-    fn reject(&self, body: &Bytes, items: &[Item], sources: &[SourcePos], group: &[usize], status: u16, answer: &[u8]) {
-        let reason = match serde_json::from_slice::<serde_json::Value>(answer) {
-            Ok(v) => describe(v.get("error")),
-            Err(_) => String::from_utf8_lossy(&answer[..answer.len().min(512)]).into_owned(),
-        };
-        tracing::error!(
-            status,
-            documents = group.len(),
-            reason,
-            "elasticsearch refused the request; documents go to the dead-letter file"
-        );
-        let letters = group
-            .iter()
-            .map(|&i| letter(body, &items[i], sources, Some(status), reason.clone()))
-            .collect();
-        self.write_letters(letters);
-    }
-
-    fn write_letters(&self, letters: Vec<Letter>) {
+    /// Write `letters` to the dead-letter file, retrying until it works: a batch settles only
+    /// once its refused documents are safe (a full disk holds the pipeline, it loses nothing).
+    async fn write_letters(&self, letters: Vec<Letter>) {
         if letters.is_empty() {
             return;
         }
-        self.stats.dead_lettered.add(letters.len() as u64);
-        tracing::warn!(documents = letters.len(), path = %self.dead.path().display(), "documents refused by elasticsearch written to the dead-letter file");
-        if let Err(e) = self.dead.write(&letters) {
-            tracing::error!(path = %self.dead.path().display(), error = %e, documents = letters.len(), "cannot write the dead-letter file; documents lost");
+        tracing::warn!(documents = letters.len(), path = %self.dead.path().display(), "refused documents written to the dead-letter file");
+        let mut attempts = self.backoff.attempts();
+        while let Err(e) = self.dead.write(&letters) {
+            tracing::error!(path = %self.dead.path().display(), error = %e, documents = letters.len(), "cannot write the dead-letter file; will retry");
+            tokio::time::sleep(attempts.next_delay()).await;
         }
+        self.stats.dead_lettered.add(letters.len() as u64);
     }
+}
+
+/// Letters for a whole group the server refused.
+fn reject(
+    body: &Bytes,
+    items: &[Item],
+    sources: &[SourcePos],
+    group: &[usize],
+    status: u16,
+    answer: &[u8],
+) -> Vec<Letter> {
+    let reason = match serde_json::from_slice::<serde_json::Value>(answer) {
+        Ok(v) => describe(v.get("error")),
+        Err(_) => String::from_utf8_lossy(&answer[..answer.len().min(512)]).into_owned(),
+    };
+    tracing::error!(
+        status,
+        documents = group.len(),
+        reason,
+        "elasticsearch refused the request; documents go to the dead-letter file"
+    );
+    group
+        .iter()
+        .map(|&i| letter(body, &items[i], sources, Some(status), reason.clone()))
+        .collect()
 }
 
 /// `status type: reason` from an Elasticsearch error object.

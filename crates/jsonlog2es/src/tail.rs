@@ -25,10 +25,16 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{Batch, Item};
 use crate::checkpoint::{fingerprint, read_fingerprint, FileKey};
 use crate::config::{Config, Input, LongLines, ReadFrom};
-use crate::dead_letter::{DeadLetters, Letter};
+use crate::dead_letter::Letter;
 use crate::discover::matching_files;
 use crate::encode::{CompiledTransform, Encoder, Outcome};
 use crate::stats::Stats;
+
+/// Batches sent and not yet committed (settled ones waiting behind a slow one count too).
+const MAX_UNCOMMITTED: u64 = 1024;
+
+/// First read of a file that was at its end.
+const IDLE_READ: usize = 16 << 10;
 
 /// Where a followed file stands.
 struct Tracked {
@@ -52,6 +58,8 @@ struct Tracked {
     eof: bool,
     /// Compare the line at offset 0 with the identity before shipping it (after a truncation).
     check_first_line: bool,
+    /// Fingerprint of the current generation's first line (the key's, unless a re-key collided).
+    first_line: u64,
 }
 
 impl Tracked {
@@ -75,10 +83,10 @@ pub struct ReaderParts {
     pub tx: mpsc::Sender<Batch>,
     /// Bytes of batches sent and not yet acknowledged.
     pub queued: Arc<AtomicU64>,
+    /// Sequence number of the next batch the committer will apply.
+    pub committed: Arc<AtomicU64>,
     /// Counters.
     pub stats: Stats,
-    /// Where rejected lines go.
-    pub dead: Arc<DeadLetters>,
     /// Host name for `%{hostname}`.
     pub hostname: String,
 }
@@ -90,6 +98,8 @@ pub struct Reader {
     files: HashMap<FileKey, Tracked>,
     by_inode: HashMap<(u64, u64), FileKey>,
     resume: HashMap<FileKey, (u32, u64)>,
+    /// Identities left this run (re-keyed away), with the next epoch they may use.
+    retired: HashMap<FileKey, u32>,
     first_run: bool,
     startup: bool,
     batch: Batch,
@@ -97,8 +107,8 @@ pub struct Reader {
     held: Option<Batch>,
     tx: mpsc::Sender<Batch>,
     queued: Arc<AtomicU64>,
+    committed: Arc<AtomicU64>,
     stats: Stats,
-    dead: Arc<DeadLetters>,
 }
 
 /// What consuming a buffer ended with.
@@ -126,6 +136,7 @@ impl Reader {
             files: HashMap::new(),
             by_inode: HashMap::new(),
             resume: parts.resume,
+            retired: HashMap::new(),
             first_run: parts.first_run,
             startup: true,
             batch: Batch::default(),
@@ -133,8 +144,8 @@ impl Reader {
             held: None,
             tx: parts.tx,
             queued: parts.queued,
+            committed: parts.committed,
             stats: parts.stats,
-            dead: parts.dead,
             config: parts.config,
         }
     }
@@ -179,7 +190,10 @@ impl Reader {
     }
 
     fn has_room(&self) -> bool {
-        self.held.is_none() && self.queued.load(Ordering::Relaxed) < self.config.state.queue_bytes
+        let uncommitted = self.next_seq.saturating_sub(self.committed.load(Ordering::Relaxed));
+        self.held.is_none()
+            && self.queued.load(Ordering::Relaxed) < self.config.state.queue_bytes
+            && uncommitted < MAX_UNCOMMITTED
     }
 
     /// One turn over the open files, removed ones first; true when any byte was consumed.
@@ -238,6 +252,8 @@ impl Reader {
                 return read_any;
             }
             let Some(file) = t.file.as_mut() else { return read_any };
+            // A file that was at its end usually grew by a few lines: read little first.
+            let chunk = if t.eof { chunk.min(IDLE_READ) } else { chunk };
             let old = t.buf.len();
             t.buf.resize(old + chunk, 0);
             let n = loop {
@@ -253,6 +269,9 @@ impl Reader {
             t.buf.truncate(old + n);
             if n == 0 {
                 t.eof = true;
+                if t.buf.is_empty() && t.buf.capacity() > IDLE_READ {
+                    t.buf = Vec::new();
+                }
                 return read_any;
             }
             t.eof = false;
@@ -329,7 +348,7 @@ impl Reader {
                 if rest.len() > max {
                     // Start of an over-long line: keep what may be shipped, drop the rest.
                     let start = base + pos as u64;
-                    if let Some(fp) = first_line_changed(&mut t.check_first_line, t.key.fingerprint, start, rest) {
+                    if let Some(fp) = first_line_changed(&mut t.check_first_line, t.first_line, start, rest) {
                         result = Consumed::Rekey(fp);
                         break;
                     }
@@ -340,7 +359,7 @@ impl Reader {
                 break;
             };
             let start = base + pos as u64;
-            if let Some(fp) = first_line_changed(&mut t.check_first_line, t.key.fingerprint, start, rest) {
+            if let Some(fp) = first_line_changed(&mut t.check_first_line, t.first_line, start, rest) {
                 result = Consumed::Rekey(fp);
                 break;
             }
@@ -388,12 +407,7 @@ impl Reader {
             t.buf.shrink_to(self.config.tail.read_chunk);
         }
         self.stats.lines.add(lines);
-        if !letters.is_empty() {
-            self.stats.dead_lettered.add(letters.len() as u64);
-            if let Err(e) = self.dead.write(&letters) {
-                tracing::error!(path = %self.dead.path().display(), error = %e, lines = letters.len(), "cannot write the dead-letter file; lines lost");
-            }
-        }
+        self.batch.letters.append(&mut letters);
         result
     }
 
@@ -403,21 +417,39 @@ impl Reader {
             return key;
         };
         let new_key = FileKey { fingerprint, ..key };
-        if self.files.contains_key(&new_key) {
-            // Two live files cannot share an inode; keep the identity, but never reuse its ids.
-            t.epoch += 1;
-            t.prefix = t.key.id_prefix(t.epoch);
-            self.files.insert(key, t);
-            return key;
+        // The old identity may come back (rewritten again): its next generation is a new epoch.
+        self.retired.insert(key, t.epoch + 1);
+        t.first_line = fingerprint;
+        match self.files.get(&new_key) {
+            Some(other) if other.file.is_some() => {
+                // Still draining a deleted file of that identity: keep ours, never reuse its ids.
+                t.epoch += 1;
+                t.prefix = t.key.id_prefix(t.epoch);
+                self.files.insert(key, t);
+                return key;
+            }
+            Some(dead) => {
+                // A closed entry of that identity is a past generation: take it over.
+                self.retired.insert(new_key, dead.epoch + 1);
+                self.files.remove(&new_key);
+            }
+            None => {}
         }
         tracing::info!(path = %t.path.display(), "file rewritten from its start: new identity");
         self.batch.gone.push(key);
         t.key = new_key;
-        t.epoch = self.resume.get(&new_key).map_or(0, |(e, _)| e + 1);
+        t.epoch = self.next_epoch(&new_key);
         t.prefix = new_key.id_prefix(t.epoch);
         self.by_inode.insert((new_key.dev, new_key.ino), new_key);
         self.files.insert(new_key, t);
         new_key
+    }
+
+    /// An epoch never used for `key`: after every one this run retired or the checkpoint holds.
+    fn next_epoch(&self, key: &FileKey) -> u32 {
+        let retired = self.retired.get(key).copied().unwrap_or(0);
+        let checkpointed = self.resume.get(key).map_or(0, |(e, _)| e + 1);
+        retired.max(checkpointed)
     }
 
     fn send_batch(&mut self) {
@@ -459,7 +491,14 @@ impl Reader {
         }
         let now = Instant::now();
         for t in self.files.values_mut() {
-            if !t.at_path && t.gone_since.is_none() && t.removed_since.is_none() {
+            if t.at_path || t.gone_since.is_some() {
+                continue;
+            }
+            if t.file.is_none() {
+                // Closed (idle) and no longer at any watched path: nothing more to read.
+                t.gone_since = Some(now);
+                self.batch.gone.push(t.key);
+            } else if t.removed_since.is_none() {
                 tracing::info!(path = %t.path.display(), "file removed or renamed away; reading it to its end");
                 t.removed_since = Some(now);
             }
@@ -519,11 +558,7 @@ impl Reader {
         let Some(fp) = read_fingerprint(&file)? else {
             return Ok(()); // no complete first line yet
         };
-        let key = FileKey {
-            dev: inode.0,
-            ino: inode.1,
-            fingerprint: fp,
-        };
+        let key = FileKey::of(&fmeta, fp);
         let size = fmeta.len();
         if let Some(t) = self.files.get_mut(&key) {
             if t.file.is_some() && t.deleted() {
@@ -547,12 +582,19 @@ impl Reader {
             self.by_inode.insert(inode, key);
             return Ok(());
         }
-        let (mut epoch, mut offset) = match self.resume.get(&key) {
-            Some(p) => *p,
-            None if input.read_from == ReadFrom::End && self.first_run && self.startup => {
+        let checkpoint = self.resume.get(&key).copied().or_else(|| {
+            // Same inode, first line and birth time under another device number: the same file.
+            let (old, pos) = self.resume.iter().find(|(k, _)| key.same_file_elsewhere(k))?;
+            tracing::info!(path = %path.display(), old_dev = old.dev, dev = key.dev, "device number changed; keeping the checkpoint");
+            Some(*pos)
+        });
+        let (mut epoch, mut offset) = match (self.retired.get(&key), checkpoint) {
+            (Some(next), _) => (*next, 0),
+            (None, Some(p)) => p,
+            (None, None) if input.read_from == ReadFrom::End && self.first_run && self.startup => {
                 (0, last_line_end(&file, size)?)
             }
-            None => (0, 0),
+            (None, None) => (0, 0),
         };
         if size < offset {
             tracing::info!(path = %path.display(), offset, size, "file shorter than its checkpoint: truncated, reading from its start");
@@ -575,6 +617,7 @@ impl Reader {
             last_data: Instant::now(),
             eof: false,
             check_first_line: false,
+            first_line: key.fingerprint,
         };
         seek(&mut t)?;
         self.batch.source(key, epoch, &t.path, offset);
@@ -589,6 +632,31 @@ impl Reader {
         let mut closed = Vec::new();
         for t in self.files.values_mut() {
             let Some(file) = t.file.as_ref() else { continue };
+            if let Some(since) = t.removed_since {
+                let Ok(meta) = file.metadata() else { continue };
+                let size = meta.len();
+                let finished = t.eof && size == t.read_pos;
+                // A renamed file may still get the writer's last lines until it reopens its log;
+                // a deleted one only holds disk space.
+                let quiet = meta.nlink() == 0 || t.last_data.elapsed() >= tail.rotate_wait;
+                let expired = since.elapsed() >= tail.close_removed_after;
+                if !(expired || finished && quiet) {
+                    continue;
+                }
+                if size > t.read_pos {
+                    let unread = size - t.read_pos;
+                    self.stats.unread_bytes.add(unread);
+                    tracing::warn!(path = %t.path.display(), unread, "removed file closed before its end (close_removed_after)");
+                } else if !t.buf.is_empty() {
+                    tracing::info!(path = %t.path.display(), bytes = t.buf.len(), "removed file ends without a newline; its last partial line is not shipped");
+                }
+                tracing::info!(path = %t.path.display(), "closed removed file");
+                t.file = None;
+                t.buf = Vec::new();
+                t.gone_since = Some(Instant::now());
+                closed.push(t.key);
+                continue;
+            }
             if !t.eof {
                 continue;
             }
@@ -596,23 +664,6 @@ impl Reader {
             let size = meta.len();
             if size < t.read_pos {
                 truncated(t, &mut self.batch);
-                continue;
-            }
-            if let Some(since) = t.removed_since {
-                let finished = size == t.read_pos;
-                if finished || since.elapsed() >= tail.close_removed_after {
-                    if !finished {
-                        let unread = size - t.read_pos;
-                        self.stats.unread_bytes.add(unread);
-                        tracing::warn!(path = %t.path.display(), unread, "removed file closed before its end (close_removed_after)");
-                    } else if !t.buf.is_empty() {
-                        tracing::info!(path = %t.path.display(), bytes = t.buf.len(), "removed file ends without a newline; its last partial line is not shipped");
-                    }
-                    t.file = None;
-                    t.gone_since = Some(Instant::now());
-                    closed.push(t.key);
-                    tracing::info!(path = %t.path.display(), "closed removed file");
-                }
             } else if t.last_data.elapsed() >= tail.close_inactive && size == t.read_pos {
                 t.file = None;
                 tracing::debug!(path = %t.path.display(), "closed inactive file");
@@ -711,7 +762,7 @@ fn grew(t: &mut Tracked, batch: &mut Batch) -> bool {
             && read_fingerprint(file)
                 .ok()
                 .flatten()
-                .is_some_and(|fp| fp != t.key.fingerprint));
+                .is_some_and(|fp| fp != t.first_line));
     if rewritten {
         truncated(t, batch);
     }
@@ -777,14 +828,7 @@ pub fn describe(config: &Config, resume: &HashMap<FileKey, (u32, u64)>) -> Vec<F
     for input in &config.inputs {
         for path in matching_files(input) {
             let (key, size) = match File::open(&path).and_then(|f| Ok((f.metadata()?, read_fingerprint(&f)?))) {
-                Ok((m, fp)) => (
-                    fp.map(|fingerprint| FileKey {
-                        dev: m.dev(),
-                        ino: m.ino(),
-                        fingerprint,
-                    }),
-                    m.len(),
-                ),
+                Ok((m, fp)) => (fp.map(|fingerprint| FileKey::of(&m, fingerprint)), m.len()),
                 Err(_) => (None, 0),
             };
             let checkpoint = key.and_then(|k| resume.get(&k).copied());

@@ -19,6 +19,11 @@ enum Op {
     Write(u64),
     /// Rename the file away (outside the glob) and keep writing n lines to it, then start a new one.
     Rotate(u64),
+    /// Rename the file away, let the daemon catch up, then write n late lines through the
+    /// writer's old descriptor (as a writer does until it reopens its log), then a new file.
+    RotateLate(u64),
+    /// Truncate and start again with one of two header lines (identities come back: A, B, A…).
+    Rewrite(u8),
     /// Copy it away, then truncate it in place.
     CopyTruncate,
     /// Truncate it in place.
@@ -35,6 +40,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (1u64..80).prop_map(Op::Write),
         1 => (0u64..20).prop_map(Op::Rotate),
+        1 => (1u64..20).prop_map(Op::RotateLate),
+        1 => (0u8..2).prop_map(Op::Rewrite),
         1 => Just(Op::CopyTruncate),
         1 => Just(Op::Truncate),
         1 => Just(Op::Delete),
@@ -80,6 +87,25 @@ fn run(ops: Vec<Op>) {
                     next += late;
                 }
                 write_lines(&mut open_append(&path), next..next + 1);
+                next += 1;
+            }
+            Op::RotateLate(late) => {
+                if path.exists() {
+                    let mut old = open_append(&path);
+                    rotations += 1;
+                    std::fs::rename(&path, away.join(format!("app.log.{rotations}"))).unwrap();
+                    // Longer than a scan: the daemon has seen the rename and read to the end.
+                    std::thread::sleep(Duration::from_millis(400));
+                    write_lines(&mut old, next..next + late);
+                    next += late;
+                }
+                write_lines(&mut open_append(&path), next..next + 1);
+                next += 1;
+            }
+            Op::Rewrite(header) => {
+                let mut f = std::fs::File::create(&path).unwrap();
+                writeln!(f, "{{\"header\":{header}}}").unwrap();
+                write_lines(&mut f, next..next + 1);
                 next += 1;
             }
             Op::CopyTruncate => {
