@@ -133,7 +133,7 @@ fn run(ops: Vec<Op>) {
             }
         }
         // Let the daemon catch up before the next operation.
-        wait_for("the daemon to catch up", Duration::from_secs(30), || {
+        wait_for("the daemon to catch up", Duration::from_secs(15), || {
             es.count("app-*") >= next
         });
     }
@@ -143,7 +143,7 @@ fn run(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, max_shrink_iters: 16, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn indexed_lines_match_the_model(ops in proptest::collection::vec(op(), 1..10)) {
