@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use md5::Digest;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +61,8 @@ struct Tracked {
     check_first_line: bool,
     /// Fingerprint of the current generation's first line (the key's, unless a re-key collided).
     first_line: u64,
+    /// The bytes before the position when the file was last seen at its end.
+    end_check: Option<EndCheck>,
 }
 
 impl Tracked {
@@ -618,6 +621,7 @@ impl Reader {
             eof: false,
             check_first_line: false,
             first_line: key.fingerprint,
+            end_check: None,
         };
         seek(&mut t)?;
         self.batch.source(key, epoch, &t.path, offset);
@@ -747,14 +751,29 @@ fn emit(
     }
 }
 
-/// At the end of a file: true when it has new bytes to read. A file now shorter than the
-/// position, or whose first line changed (truncated, then rewritten past the position before
-/// this look), is read again from its start under a new epoch.
+/// At the end of a file: true when it has new bytes to read. The file was rewritten, and is read
+/// again from its start under a new epoch, when it is now shorter than the position, when its
+/// first line changed, or when the bytes just before the position changed (truncated and
+/// rewritten to the same size or past it, with the same first line).
 fn grew(t: &mut Tracked, batch: &mut Batch) -> bool {
     let Some(file) = t.file.as_ref() else { return false };
     let Ok(meta) = file.metadata() else { return false };
     let size = meta.len();
+    let modified = meta.modified().ok();
+    let remembered = t.end_check.filter(|c| c.position == t.read_pos);
     if size == t.read_pos {
+        match remembered {
+            None => t.end_check = end_check(file, t.read_pos, modified),
+            Some(c) if c.modified == modified => {}
+            // Written without growing: rewritten in place, or touched.
+            Some(c) if end_hash(file, t.read_pos) == Some(c.hash) => {
+                t.end_check = Some(EndCheck { modified, ..c });
+            }
+            Some(_) => {
+                truncated(t, batch);
+                return true;
+            }
+        }
         return false;
     }
     let rewritten = size < t.read_pos
@@ -762,11 +781,41 @@ fn grew(t: &mut Tracked, batch: &mut Batch) -> bool {
             && read_fingerprint(file)
                 .ok()
                 .flatten()
-                .is_some_and(|fp| fp != t.first_line));
+                .is_some_and(|fp| fp != t.first_line))
+        || remembered.is_some_and(|c| end_hash(file, t.read_pos) != Some(c.hash));
     if rewritten {
         truncated(t, batch);
     }
     true
+}
+
+/// What the bytes just before a position looked like when the reader stopped there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EndCheck {
+    position: u64,
+    modified: Option<SystemTime>,
+    hash: u64,
+}
+
+/// Bytes hashed before the position.
+const END_CHECK_BYTES: u64 = 256;
+
+fn end_check(file: &File, position: u64, modified: Option<SystemTime>) -> Option<EndCheck> {
+    Some(EndCheck {
+        position,
+        modified,
+        hash: end_hash(file, position)?,
+    })
+}
+
+fn end_hash(file: &File, position: u64) -> Option<u64> {
+    let start = position.saturating_sub(END_CHECK_BYTES);
+    let mut buf = vec![0u8; (position - start) as usize];
+    file.read_exact_at(&mut buf, start).ok()?;
+    let d = md5::Md5::digest(&buf);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    Some(u64::from_le_bytes(b))
 }
 
 fn truncated(t: &mut Tracked, batch: &mut Batch) {
@@ -778,6 +827,7 @@ fn truncated(t: &mut Tracked, batch: &mut Batch) {
     t.long = None;
     t.eof = false;
     t.check_first_line = true;
+    t.end_check = None;
     if let Some(f) = t.file.as_mut() {
         let _ = f.seek(SeekFrom::Start(0));
     }

@@ -302,3 +302,30 @@ fn more_files_than_the_open_file_cap_are_all_read() {
     assert!(metric(&listen, "jsonlog2es_open_files") <= 2);
     d.term();
 }
+
+#[test]
+fn a_rewrite_to_the_same_size_with_the_same_first_line_is_read_again() {
+    let es = sink();
+    let s = Setup::new(&es.url(), "");
+    let path = s.logs().join("app.log");
+    let rewrite = |seq: u64| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(format!("{{\"header\":0}}\n{}", line(seq)).as_bytes())
+            .unwrap();
+    };
+    rewrite(0);
+    let d = s.spawn();
+    wait_for("the first generation", T, || es.count("app-*") >= 2);
+    let size = std::fs::metadata(&path).unwrap().len();
+    rewrite(1);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        size,
+        "same size, same first line"
+    );
+    wait_for("the second generation", T, || es.count("app-*") >= 4);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_exactly_once(&es.documents("app-*"), 0..2);
+    d.term();
+}
