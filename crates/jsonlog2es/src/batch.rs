@@ -30,6 +30,8 @@ pub struct SourcePos {
     pub epoch: u32,
     /// First byte not yet consumed (lines shipped, dropped or skipped before it).
     pub offset: u64,
+    /// Hash of the bytes before `offset`, when the reader knows them.
+    pub end_hash: Option<u64>,
     /// Its path when read.
     pub path: Arc<Path>,
 }
@@ -64,6 +66,7 @@ impl Batch {
             key,
             epoch,
             offset,
+            end_hash: None,
             path: path.clone(),
         });
         (self.sources.len() - 1) as u32

@@ -105,6 +105,47 @@ pub fn read_fingerprint(file: &File) -> io::Result<Option<u64>> {
     Ok(fingerprint(&head[..n]))
 }
 
+/// Where a file's reading stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    /// Truncation generation.
+    pub epoch: u32,
+    /// First byte not consumed.
+    pub offset: u64,
+    /// [`end_hash`] of the bytes before `offset`, when known.
+    pub end_hash: Option<u64>,
+}
+
+impl Entry {
+    /// The entry's position.
+    pub fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            offset: self.offset,
+            end_hash: self.end_hash,
+        }
+    }
+}
+
+/// Most bytes before a position that [`end_hash`] covers.
+pub const END_BYTES: usize = 256;
+
+/// Hash of the bytes just before a position (pass at most [`END_BYTES`] of them).
+pub fn end_hash(bytes: &[u8]) -> u64 {
+    let d = Md5::digest(bytes);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// [`end_hash`] of the bytes of `file` before `position`, read from disk.
+pub fn end_hash_at(file: &File, position: u64) -> Option<u64> {
+    let start = position.saturating_sub(END_BYTES as u64);
+    let mut buf = vec![0u8; (position - start) as usize];
+    file.read_exact_at(&mut buf, start).ok()?;
+    Some(end_hash(&buf))
+}
+
 /// One file's checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -117,6 +158,10 @@ pub struct Entry {
     pub offset: u64,
     /// Last path it was read under.
     pub path: PathBuf,
+    /// Hash of the (at most [`END_BYTES`]) bytes before `offset`: a file rewritten while the
+    /// daemon was stopped, with the same first line and not shorter, is told apart by them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_hash: Option<u64>,
     /// When the offset last moved (epoch seconds).
     pub updated: u64,
     /// When the file was last seen gone from every watched path (epoch seconds).
@@ -208,17 +253,20 @@ impl Checkpoints {
     }
 
     /// Record that `key` is consumed up to `offset` in `epoch`.
-    pub fn advance(&mut self, key: FileKey, epoch: u32, offset: u64, path: &Path, now: u64) {
+    pub fn advance(&mut self, key: FileKey, at: Position, path: &Path, now: u64) {
         let e = self.entries.entry(key).or_insert_with(|| Entry {
             key,
-            epoch,
-            offset,
+            epoch: at.epoch,
+            offset: at.offset,
             path: path.to_path_buf(),
+            end_hash: at.end_hash,
             updated: now,
             gone_since: None,
         });
-        if (epoch, offset) >= (e.epoch, e.offset) {
-            (e.epoch, e.offset) = (epoch, offset);
+        if (at.epoch, at.offset) > (e.epoch, e.offset) {
+            (e.epoch, e.offset, e.end_hash) = (at.epoch, at.offset, at.end_hash);
+        } else if (at.epoch, at.offset) == (e.epoch, e.offset) && at.end_hash.is_some() {
+            e.end_hash = at.end_hash;
         }
         if e.path != path {
             e.path = path.to_path_buf();
@@ -273,6 +321,14 @@ fn tmp_path(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    fn pos(epoch: u32, offset: u64) -> Position {
+        Position {
+            epoch,
+            offset,
+            end_hash: None,
+        }
+    }
+
     fn key(ino: u64) -> FileKey {
         FileKey {
             dev: 1,
@@ -311,9 +367,9 @@ mod tests {
         let path = dir.path().join("state/x.checkpoints.json");
         let mut c = Checkpoints::load(&path).expect("load");
         assert!(!c.existed());
-        c.advance(key(1), 0, 100, Path::new("/l/a.log"), 10);
-        c.advance(key(1), 0, 50, Path::new("/l/a.log"), 11);
-        c.advance(key(2), 3, 7, Path::new("/l/b.log"), 10);
+        c.advance(key(1), pos(0, 100), Path::new("/l/a.log"), 10);
+        c.advance(key(1), pos(0, 50), Path::new("/l/a.log"), 11);
+        c.advance(key(2), pos(3, 7), Path::new("/l/b.log"), 10);
         c.save().expect("save");
         let back = Checkpoints::load(&path).expect("reload");
         assert!(back.existed());
@@ -335,11 +391,11 @@ mod tests {
     #[test]
     fn gone_entries_expire_and_come_back() {
         let mut c = Checkpoints::load(Path::new("/nonexistent/c.json")).expect("load");
-        c.advance(key(1), 0, 1, Path::new("/a"), 0);
-        c.advance(key(2), 0, 1, Path::new("/b"), 0);
+        c.advance(key(1), pos(0, 1), Path::new("/a"), 0);
+        c.advance(key(2), pos(0, 1), Path::new("/b"), 0);
         c.mark_gone(&key(1), 100);
         c.mark_gone(&key(2), 100);
-        c.advance(key(2), 0, 2, Path::new("/b"), 150);
+        c.advance(key(2), pos(0, 2), Path::new("/b"), 150);
         assert_eq!(c.expire(100 + 59, Duration::from_secs(60)), 0);
         assert_eq!(c.expire(100 + 60, Duration::from_secs(60)), 1);
         assert!(c.get(&key(1)).is_none() && c.get(&key(2)).is_some());

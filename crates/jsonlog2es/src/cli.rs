@@ -107,7 +107,7 @@ fn check(config: &Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let resume = checkpoints.entries().map(|e| (e.key, (e.epoch, e.offset))).collect();
+    let resume = checkpoints.entries().map(|e| (e.key, e.position())).collect();
     println!("elasticsearch {}", config.elasticsearch.url.display());
     println!(
         "checkpoints {} ({} entries)",
@@ -117,7 +117,7 @@ fn check(config: &Config) -> ExitCode {
     for f in crate::tail::describe(config, &resume) {
         let position = match (f.key, f.checkpoint) {
             (None, _) => "waiting for its first line".to_string(),
-            (Some(_), Some((epoch, offset))) => format!("checkpoint {offset}/{} bytes (epoch {epoch})", f.size),
+            (Some(_), Some(at)) => format!("checkpoint {}/{} bytes (epoch {})", at.offset, f.size, at.epoch),
             (Some(_), None) => format!("no checkpoint, {} bytes", f.size),
         };
         println!("[input:{}] {} {position}", f.input, f.path.display());

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::checkpoint::{now_secs, Checkpoints};
+use crate::checkpoint::{now_secs, Checkpoints, Position};
 use crate::config::State;
 use crate::ship::Done;
 
@@ -54,7 +54,12 @@ pub async fn run(
 fn apply(checkpoints: &mut Checkpoints, done: Done) {
     let now = now_secs();
     for s in &done.sources {
-        checkpoints.advance(s.key, s.epoch, s.offset, &s.path, now);
+        let at = Position {
+            epoch: s.epoch,
+            offset: s.offset,
+            end_hash: s.end_hash,
+        };
+        checkpoints.advance(s.key, at, &s.path, now);
     }
     for key in &done.gone {
         checkpoints.mark_gone(key, now);

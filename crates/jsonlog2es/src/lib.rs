@@ -60,7 +60,7 @@ pub async fn run(config: Config, options: RunOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&state.directory)
         .with_context(|| format!("cannot create the state directory {}", state.directory.display()))?;
     let checkpoints = Checkpoints::load(&state.checkpoint_file()).context("cannot read the checkpoints")?;
-    let resume: HashMap<_, _> = checkpoints.entries().map(|e| (e.key, (e.epoch, e.offset))).collect();
+    let resume: HashMap<_, _> = checkpoints.entries().map(|e| (e.key, e.position())).collect();
     let first_run = !checkpoints.existed();
     let metrics = Metrics::new();
     let stats = Stats::register(&metrics, &state.name);

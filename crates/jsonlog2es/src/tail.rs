@@ -19,12 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use md5::Digest;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Item};
-use crate::checkpoint::{fingerprint, read_fingerprint, FileKey};
+use crate::checkpoint::{end_hash, end_hash_at, fingerprint, read_fingerprint, FileKey, Position, END_BYTES};
 use crate::config::{Config, Input, LongLines, ReadFrom};
 use crate::dead_letter::Letter;
 use crate::discover::matching_files;
@@ -63,6 +62,8 @@ struct Tracked {
     first_line: u64,
     /// The bytes before the position when the file was last seen at its end.
     end_check: Option<EndCheck>,
+    /// The last (at most [`END_BYTES`]) bytes consumed: what is before the checkpoint position.
+    recent: Vec<u8>,
 }
 
 impl Tracked {
@@ -79,7 +80,7 @@ pub struct ReaderParts {
     /// The configuration.
     pub config: Arc<Config>,
     /// `(epoch, offset)` per identity, from the checkpoint file.
-    pub resume: HashMap<FileKey, (u32, u64)>,
+    pub resume: HashMap<FileKey, Position>,
     /// No checkpoint file existed: `read_from = end` applies.
     pub first_run: bool,
     /// Full batches go here; when it is full the batch is held and reading pauses.
@@ -100,7 +101,7 @@ pub struct Reader {
     encoders: Vec<Encoder>,
     files: HashMap<FileKey, Tracked>,
     by_inode: HashMap<(u64, u64), FileKey>,
-    resume: HashMap<FileKey, (u32, u64)>,
+    resume: HashMap<FileKey, Position>,
     /// Identities left this run (re-keyed away), with the next epoch they may use.
     retired: HashMap<FileKey, u32>,
     first_run: bool,
@@ -405,6 +406,10 @@ impl Reader {
             pos += nl + 1;
             batch.sources[src as usize].offset = base + pos as u64;
         }
+        remember(&mut t.recent, &t.buf[..pos]);
+        let at = &mut batch.sources[src as usize];
+        // Known only at a line end; inside an over-long line the position waits at its start.
+        at.end_hash = (t.long.is_none() && at.offset == base + pos as u64).then(|| end_hash(&t.recent));
         t.buf.drain(..pos);
         if t.buf.capacity() > 4 * self.config.tail.read_chunk + max {
             t.buf.shrink_to(self.config.tail.read_chunk);
@@ -451,7 +456,7 @@ impl Reader {
     /// An epoch never used for `key`: after every one this run retired or the checkpoint holds.
     fn next_epoch(&self, key: &FileKey) -> u32 {
         let retired = self.retired.get(key).copied().unwrap_or(0);
-        let checkpointed = self.resume.get(key).map_or(0, |(e, _)| e + 1);
+        let checkpointed = self.resume.get(key).map_or(0, |at| at.epoch + 1);
         retired.max(checkpointed)
     }
 
@@ -593,17 +598,21 @@ impl Reader {
         });
         let (mut epoch, mut offset) = match (self.retired.get(&key), checkpoint) {
             (Some(next), _) => (*next, 0),
-            (None, Some(p)) => p,
+            (None, Some(at)) => (at.epoch, at.offset),
             (None, None) if input.read_from == ReadFrom::End && self.first_run && self.startup => {
                 (0, last_line_end(&file, size)?)
             }
             (None, None) => (0, 0),
         };
-        if size < offset {
-            tracing::info!(path = %path.display(), offset, size, "file shorter than its checkpoint: truncated, reading from its start");
+        let rewritten = checkpoint
+            .and_then(|at| at.end_hash)
+            .is_some_and(|h| size >= offset && end_hash_at(&file, offset) != Some(h));
+        if size < offset || rewritten {
+            tracing::info!(path = %path.display(), offset, size, "file shorter than its checkpoint or rewritten: reading it from its start");
             (epoch, offset) = (epoch + 1, 0);
         }
         tracing::info!(path = %path.display(), offset, size, input = input.name, "following file");
+        let file_for_recent = file.try_clone()?;
         let mut t = Tracked {
             key,
             epoch,
@@ -622,9 +631,11 @@ impl Reader {
             check_first_line: false,
             first_line: key.fingerprint,
             end_check: None,
+            recent: recent_before(&file_for_recent, offset),
         };
         seek(&mut t)?;
-        self.batch.source(key, epoch, &t.path, offset);
+        let src = self.batch.source(key, epoch, &t.path, offset);
+        self.batch.sources[src as usize].end_hash = Some(end_hash(&t.recent));
         self.by_inode.insert(inode, key);
         self.files.insert(key, t);
         Ok(())
@@ -751,6 +762,28 @@ fn emit(
     }
 }
 
+/// Keep the last [`END_BYTES`] of what was consumed.
+fn remember(recent: &mut Vec<u8>, consumed: &[u8]) {
+    if consumed.len() >= END_BYTES {
+        recent.clear();
+        recent.extend_from_slice(&consumed[consumed.len() - END_BYTES..]);
+    } else {
+        recent.extend_from_slice(consumed);
+        let excess = recent.len().saturating_sub(END_BYTES);
+        recent.drain(..excess);
+    }
+}
+
+/// The bytes of `file` just before `position` (at most [`END_BYTES`]).
+fn recent_before(file: &File, position: u64) -> Vec<u8> {
+    let start = position.saturating_sub(END_BYTES as u64);
+    let mut buf = vec![0u8; (position - start) as usize];
+    match file.read_exact_at(&mut buf, start) {
+        Ok(()) => buf,
+        Err(_) => Vec::new(),
+    }
+}
+
 /// At the end of a file: true when it has new bytes to read. The file was rewritten, and is read
 /// again from its start under a new epoch, when it is now shorter than the position, when its
 /// first line changed, or when the bytes just before the position changed (truncated and
@@ -766,7 +799,7 @@ fn grew(t: &mut Tracked, batch: &mut Batch) -> bool {
             None => t.end_check = end_check(file, t.read_pos, modified),
             Some(c) if c.modified == modified => {}
             // Written without growing: rewritten in place, or touched.
-            Some(c) if end_hash(file, t.read_pos) == Some(c.hash) => {
+            Some(c) if end_hash_at(file, t.read_pos) == Some(c.hash) => {
                 t.end_check = Some(EndCheck { modified, ..c });
             }
             Some(_) => {
@@ -782,7 +815,7 @@ fn grew(t: &mut Tracked, batch: &mut Batch) -> bool {
                 .ok()
                 .flatten()
                 .is_some_and(|fp| fp != t.first_line))
-        || remembered.is_some_and(|c| end_hash(file, t.read_pos) != Some(c.hash));
+        || remembered.is_some_and(|c| end_hash_at(file, t.read_pos) != Some(c.hash));
     if rewritten {
         truncated(t, batch);
     }
@@ -797,25 +830,12 @@ struct EndCheck {
     hash: u64,
 }
 
-/// Bytes hashed before the position.
-const END_CHECK_BYTES: u64 = 256;
-
 fn end_check(file: &File, position: u64, modified: Option<SystemTime>) -> Option<EndCheck> {
     Some(EndCheck {
         position,
         modified,
-        hash: end_hash(file, position)?,
+        hash: end_hash_at(file, position)?,
     })
-}
-
-fn end_hash(file: &File, position: u64) -> Option<u64> {
-    let start = position.saturating_sub(END_CHECK_BYTES);
-    let mut buf = vec![0u8; (position - start) as usize];
-    file.read_exact_at(&mut buf, start).ok()?;
-    let d = md5::Md5::digest(&buf);
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d[..8]);
-    Some(u64::from_le_bytes(b))
 }
 
 fn truncated(t: &mut Tracked, batch: &mut Batch) {
@@ -828,6 +848,7 @@ fn truncated(t: &mut Tracked, batch: &mut Batch) {
     t.eof = false;
     t.check_first_line = true;
     t.end_check = None;
+    t.recent.clear();
     if let Some(f) = t.file.as_mut() {
         let _ = f.seek(SeekFrom::Start(0));
     }
@@ -867,13 +888,13 @@ pub struct FileReport {
     /// Its identity; `None` while it has no complete first line.
     pub key: Option<FileKey>,
     /// `(epoch, offset)` from the checkpoints.
-    pub checkpoint: Option<(u32, u64)>,
+    pub checkpoint: Option<Position>,
     /// Its size.
     pub size: u64,
 }
 
 /// Every file the inputs match, with its identity and checkpoint.
-pub fn describe(config: &Config, resume: &HashMap<FileKey, (u32, u64)>) -> Vec<FileReport> {
+pub fn describe(config: &Config, resume: &HashMap<FileKey, Position>) -> Vec<FileReport> {
     let mut out = Vec::new();
     for input in &config.inputs {
         for path in matching_files(input) {

@@ -329,3 +329,30 @@ fn a_rewrite_to_the_same_size_with_the_same_first_line_is_read_again() {
     assert_exactly_once(&es.documents("app-*"), 0..2);
     d.term();
 }
+
+#[test]
+fn a_file_rewritten_while_stopped_with_the_same_first_line_is_read_again() {
+    let es = sink();
+    let s = Setup::new(&es.url(), "");
+    let path = s.logs().join("app.log");
+    let write = |range: std::ops::Range<u64>| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(b"{\"header\":0}\n").unwrap();
+        f.write_all(range.map(line).collect::<String>().as_bytes()).unwrap();
+    };
+    write(0..50);
+    let d = s.spawn();
+    wait_for("the first generation", T, || es.count("app-*") >= 51);
+    d.term();
+    // Same inode, same first line, longer than the checkpoint: only the bytes before the
+    // checkpoint show the difference.
+    let before = std::fs::metadata(&path).unwrap().len();
+    write(100..160);
+    assert!(std::fs::metadata(&path).unwrap().len() > before);
+    let d = s.spawn();
+    wait_for("the second generation", T, || es.count("app-*") >= 112);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_exactly_once(&es.documents("app-*"), (0..50).chain(100..160));
+    d.term();
+}
