@@ -138,12 +138,17 @@ pub fn end_hash(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// [`end_hash`] of the bytes of `file` before `position`, read from disk.
-pub fn end_hash_at(file: &File, position: u64) -> Option<u64> {
+/// The bytes of `file` just before `position` (at most [`END_BYTES`]).
+pub fn bytes_before(file: &File, position: u64) -> Option<Vec<u8>> {
     let start = position.saturating_sub(END_BYTES as u64);
     let mut buf = vec![0u8; (position - start) as usize];
     file.read_exact_at(&mut buf, start).ok()?;
-    Some(end_hash(&buf))
+    Some(buf)
+}
+
+/// [`end_hash`] of the bytes of `file` before `position`, read from disk.
+pub fn end_hash_at(file: &File, position: u64) -> Option<u64> {
+    bytes_before(file, position).map(|b| end_hash(&b))
 }
 
 /// One file's checkpoint.

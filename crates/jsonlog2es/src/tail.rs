@@ -23,7 +23,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Item};
-use crate::checkpoint::{end_hash, end_hash_at, fingerprint, read_fingerprint, FileKey, Position, END_BYTES};
+use crate::checkpoint::{
+    bytes_before, end_hash, end_hash_at, fingerprint, read_fingerprint, FileKey, Position, END_BYTES,
+};
 use crate::config::{Config, Input, LongLines, ReadFrom};
 use crate::dead_letter::Letter;
 use crate::discover::matching_files;
@@ -612,7 +614,7 @@ impl Reader {
             (epoch, offset) = (epoch + 1, 0);
         }
         tracing::info!(path = %path.display(), offset, size, input = input.name, "following file");
-        let file_for_recent = file.try_clone()?;
+        let recent = bytes_before(&file, offset).unwrap_or_default();
         let mut t = Tracked {
             key,
             epoch,
@@ -631,7 +633,7 @@ impl Reader {
             check_first_line: false,
             first_line: key.fingerprint,
             end_check: None,
-            recent: recent_before(&file_for_recent, offset),
+            recent,
         };
         seek(&mut t)?;
         let src = self.batch.source(key, epoch, &t.path, offset);
@@ -771,16 +773,6 @@ fn remember(recent: &mut Vec<u8>, consumed: &[u8]) {
         recent.extend_from_slice(consumed);
         let excess = recent.len().saturating_sub(END_BYTES);
         recent.drain(..excess);
-    }
-}
-
-/// The bytes of `file` just before `position` (at most [`END_BYTES`]).
-fn recent_before(file: &File, position: u64) -> Vec<u8> {
-    let start = position.saturating_sub(END_BYTES as u64);
-    let mut buf = vec![0u8; (position - start) as usize];
-    match file.read_exact_at(&mut buf, start) {
-        Ok(()) => buf,
-        Err(_) => Vec::new(),
     }
 }
 

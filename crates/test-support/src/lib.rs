@@ -3,6 +3,9 @@
 //! - [`RedisServer`]: a private `redis-server` per test on a unix socket in a temp dir (no TCP
 //!   port), killed when dropped; restartable in place, optionally with AOF.
 //! - [`wait_for`]: poll a condition until a deadline instead of sleeping.
+//! - [`http`]: a tiny blocking HTTP/1.1 client.
+
+pub mod http;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -2,57 +2,34 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Poll `cond` until it holds or `timeout` passes.
+/// Poll `cond` until it holds; panics naming `what` after `timeout`. Polls every 50 ms: most
+/// conditions here are HTTP requests to a server that is busy indexing.
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let paced = || {
+        cond() || {
+            std::thread::sleep(Duration::from_millis(50));
+            false
+        }
+    };
+    assert!(
+        ironwork_test_support::wait_for(timeout, paced),
+        "timed out waiting for {what}"
+    );
 }
 
-/// One HTTP/1.1 request with `Connection: close`; returns status and body.
+/// One request to `url` (`http://host:port/path`); returns status and body.
 pub fn http(method: &str, url: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
     let rest = url.strip_prefix("http://").expect("http url");
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
-    let mut s = TcpStream::connect(authority)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        body = dechunk(&body);
-    }
-    Ok((status, body))
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
-        b = &b[eol + 4 + size..];
-    }
-    out
+    let answer =
+        ironwork_test_support::http::request(authority, method, path, &[("content-type", "application/json")], body)?;
+    Ok((answer.status, answer.body))
 }
 
 /// The osmem-server binary: `$OSMEM_SERVER_BIN`, else the one bundled with `pip install osmem-server`.
