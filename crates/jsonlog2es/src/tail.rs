@@ -32,6 +32,9 @@ use crate::discover::matching_files;
 use crate::encode::{CompiledTransform, Encoder, Outcome};
 use crate::stats::Stats;
 
+/// The fingerprint of a file whose first line is not complete yet.
+const NO_FIRST_LINE: u64 = 0;
+
 /// Batches sent and not yet committed (settled ones waiting behind a slow one count too).
 const MAX_UNCOMMITTED: u64 = 1024;
 
@@ -565,10 +568,11 @@ impl Reader {
         if (fmeta.dev(), fmeta.ino()) != inode {
             return Ok(()); // replaced between stat and open; next scan
         }
-        let Some(fp) = read_fingerprint(&file)? else {
-            return Ok(()); // no complete first line yet
-        };
-        let key = FileKey::of(&fmeta, fp);
+        // A file without a complete first line yet is followed too (renamed before it gets one,
+        // it must not be lost): under a placeholder fingerprint, re-keyed when its first line
+        // is read.
+        let fp = read_fingerprint(&file)?;
+        let key = FileKey::of(&fmeta, fp.unwrap_or(NO_FIRST_LINE));
         let size = fmeta.len();
         if let Some(t) = self.files.get_mut(&key) {
             if t.file.is_some() && t.deleted() {
@@ -630,7 +634,7 @@ impl Reader {
             gone_since: None,
             last_data: Instant::now(),
             eof: false,
-            check_first_line: false,
+            check_first_line: fp.is_none(),
             first_line: key.fingerprint,
             end_check: None,
             recent,
@@ -803,6 +807,7 @@ fn grew(t: &mut Tracked, batch: &mut Batch) -> bool {
     }
     let rewritten = size < t.read_pos
         || (t.read_pos > 0
+            && t.first_line != NO_FIRST_LINE
             && read_fingerprint(file)
                 .ok()
                 .flatten()

@@ -356,3 +356,28 @@ fn a_file_rewritten_while_stopped_with_the_same_first_line_is_read_again() {
     assert_exactly_once(&es.documents("app-*"), (0..50).chain(100..160));
     d.term();
 }
+
+#[test]
+fn an_empty_file_renamed_away_before_its_first_line_is_still_read() {
+    let es = sink();
+    let listen = free_addr();
+    let s = Setup::with(&es.url(), &format!("http_listen = {listen}\n"), "");
+    let path = s.logs().join("app.log");
+    let mut writer = std::fs::File::create(&path).unwrap();
+    let d = s.spawn();
+    wait_for("the empty file followed", T, || {
+        metric(&listen, "jsonlog2es_files") == 1
+    });
+    std::fs::create_dir_all(s.home().join("rotated")).unwrap();
+    std::fs::rename(&path, s.home().join("rotated/app.log.1")).unwrap();
+    {
+        use std::io::Write;
+        writer
+            .write_all((0..20).map(line).collect::<String>().as_bytes())
+            .unwrap();
+    }
+    wait_for("the lines written after the rename", T, || es.count("app-*") >= 20);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_exactly_once(&es.documents("app-*"), 0..20);
+    d.term();
+}

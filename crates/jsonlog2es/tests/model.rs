@@ -132,9 +132,9 @@ fn run(ops: Vec<Op>) {
                 daemon = Some(s.spawn());
             }
         }
-        // Let the daemon catch up before the next operation.
+        // Let the daemon catch up before the next operation (header lines carry no seq).
         wait_for("the daemon to catch up", Duration::from_secs(15), || {
-            es.count("app-*") >= next
+            seq_counts(&es.documents("app-*")).len() as u64 >= next
         });
     }
     std::thread::sleep(Duration::from_millis(300));
