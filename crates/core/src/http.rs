@@ -2,11 +2,12 @@
 //! `GET /metrics` (Prometheus text). Listens on 127.0.0.1 unless configured otherwise.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::Full;
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -38,7 +39,23 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serve `/health` and `/metrics` on `listener` until `token` is cancelled.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: HealthCheck, token: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    serve_connections(listener, MAX_CONNECTIONS, token, move |req: Request<Incoming>| {
+        let response = respond(&req, &metrics, &health);
+        async move { Ok::<_, Infallible>(response) }
+    })
+    .await;
+}
+
+/// Accept on `listener` until `token` is cancelled and serve each connection (HTTP/1.1) with
+/// `handle`, at most `max` at once (further ones wait in the accept backlog). Open connections
+/// are dropped on cancel; a handler error closes its connection without an answer.
+pub async fn serve_connections<H, F, E>(listener: TcpListener, max: usize, token: CancellationToken, handle: H)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Full<Bytes>>, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limit = Arc::new(Semaphore::new(max));
     let tracker = TaskTracker::new();
     loop {
         let permit = tokio::select! {
@@ -56,13 +73,11 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: HealthC
                 }
             },
         };
-        let (metrics, health, token) = (metrics.clone(), health.clone(), token.clone());
+        let _ = stream.set_nodelay(true);
+        let (handle, token) = (handle.clone(), token.clone());
         tracker.spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |req| {
-                let response = respond(&req, &metrics, &health);
-                async move { Ok::<_, Infallible>(response) }
-            });
+            let service = hyper::service::service_fn(handle);
             let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(error = %e, "http connection ended"); },

@@ -9,11 +9,8 @@ use std::sync::{Arc, Mutex};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::bulk::{bulk, IdGenerator, RequestError};
 use crate::fault::{FaultPlan, RequestFaultKind};
@@ -58,38 +55,8 @@ impl State {
 
 /// Serve on `listener` until `token` is cancelled; open connections are dropped then.
 pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, token: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let tracker = TaskTracker::new();
-    loop {
-        let permit = tokio::select! {
-            _ = token.cancelled() => break,
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let stream = tokio::select! {
-            _ = token.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let (state, token) = (state.clone(), token.clone());
-        tracker.spawn(async move {
-            let _permit = permit;
-            let service = hyper::service::service_fn(move |req| respond(req, state.clone()));
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                r = conn => if let Err(e) = r { tracing::debug!(error = %e, "connection ended"); },
-                _ = token.cancelled() => {}
-            }
-        });
-    }
-    tracker.close();
-    tracker.wait().await;
+    ironwork_core::http::serve_connections(listener, MAX_CONNECTIONS, token, move |req| respond(req, state.clone()))
+        .await;
 }
 
 type Reply = Response<Full<Bytes>>;
