@@ -11,8 +11,10 @@
 //! - [`shutdown`]: the signal task (SIGTERM/SIGINT → cancel, SIGHUP → reload) and draining.
 //! - [`http`] and [`metrics`]: the loopback `/health` and Prometheus `/metrics` endpoint.
 //! - [`backoff`]: the capped exponential backoff with jitter used by every retry loop.
+//! - [`calendar`]: days since the epoch to and from calendar dates.
 
 pub mod backoff;
+pub mod calendar;
 pub mod config;
 pub mod connection;
 pub mod http;

@@ -2,6 +2,8 @@
 //! to the timestamp field. Using the event time (not the clock) keeps a replayed line in the
 //! index that already holds its `_id`, so `create` answers 409 instead of duplicating it.
 
+use ironwork_core::calendar::{civil_from_days, days_from_civil};
+
 /// A validated index pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexPattern {
@@ -110,31 +112,15 @@ fn day_of_year(t: Civil) -> i64 {
     days_from_civil(t.year, t.month, t.day) - days_from_civil(t.year, 1, 1) + 1
 }
 
-/// Days since 1970-01-01 (proleptic Gregorian; H. Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// The UTC hour containing `hours` hours since the epoch.
 pub fn civil_from_hours(hours: i64) -> Civil {
-    let days = hours.div_euclid(24);
-    let hour = hours.rem_euclid(24) as u32;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    Civil { year, month, day, hour }
+    let (year, month, day) = civil_from_days(hours.div_euclid(24));
+    Civil {
+        year,
+        month,
+        day,
+        hour: hours.rem_euclid(24) as u32,
+    }
 }
 
 /// Hours since the epoch of an RFC 3339 / ISO 8601 timestamp (`2026-11-23T13:12:59.12Z`,
