@@ -10,6 +10,7 @@
 //! - A partial last line stays in memory until its newline arrives.
 //! - Reading pauses while `queue_bytes` of batches wait for acknowledgement.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -321,86 +322,59 @@ impl Reader {
             }
             let rest = &t.buf[pos..];
             let newline = memchr::memchr(b'\n', rest);
-            if let Some((start, kept)) = t.long.take() {
-                // Inside an over-long line: discard up to its newline.
-                let Some(nl) = newline else {
-                    pos = t.buf.len();
-                    t.long = Some((start, kept));
-                    break;
-                };
-                let end = base + (pos + nl + 1) as u64;
-                match kept {
-                    Some(prefix) => {
-                        self.stats.truncated.inc();
-                        emit(
-                            encoder,
-                            batch,
-                            &t.prefix,
-                            src,
-                            start,
-                            &prefix,
-                            now_hours,
-                            &mut id,
-                            &mut letters,
-                            &t.path,
-                            &self.stats,
-                        );
-                    }
-                    None => self.stats.skipped.inc(),
+            // Each complete line: where it starts, and what of it is shipped (`None`: skipped).
+            let (start, nl, over_long, ship): (u64, usize, bool, Option<Cow<'_, [u8]>>) = match (t.long.take(), newline)
+            {
+                (Some((start, kept)), Some(nl)) => {
+                    // The end of an over-long line: what was kept of its start, if anything.
+                    (start, nl, true, kept.map(Cow::Owned))
                 }
-                lines += 1;
-                pos += nl + 1;
-                batch.sources[src as usize].offset = end;
-                continue;
-            }
-            let Some(nl) = newline else {
-                if rest.len() > max {
-                    // Start of an over-long line: keep what may be shipped, drop the rest.
+                (Some(long), None) => {
+                    // Still inside an over-long line: discard.
+                    pos = t.buf.len();
+                    t.long = Some(long);
+                    break;
+                }
+                (None, newline) => {
                     let start = base + pos as u64;
+                    if newline.is_none() && rest.len() <= max {
+                        break; // a partial last line waits for its newline
+                    }
                     if let Some(fp) = first_line_changed(&mut t.check_first_line, t.first_line, start, rest) {
                         result = Consumed::Rekey(fp);
                         break;
                     }
-                    let kept = (input.long_lines == LongLines::Truncate).then(|| rest[..max].to_vec());
-                    t.long = Some((start, kept));
-                    pos = t.buf.len();
+                    let truncate = input.long_lines == LongLines::Truncate;
+                    let Some(nl) = newline else {
+                        // Start of an over-long line: keep what may be shipped, drop the rest.
+                        t.long = Some((start, truncate.then(|| rest[..max].to_vec())));
+                        pos = t.buf.len();
+                        break;
+                    };
+                    let line = &rest[..nl];
+                    let over_long = line.len() > max;
+                    let ship = if over_long {
+                        truncate.then(|| &line[..max])
+                    } else {
+                        Some(line)
+                    };
+                    (start, nl, over_long, ship.map(Cow::Borrowed))
                 }
-                break;
             };
-            let start = base + pos as u64;
-            if let Some(fp) = first_line_changed(&mut t.check_first_line, t.first_line, start, rest) {
-                result = Consumed::Rekey(fp);
-                break;
-            }
-            let line = &rest[..nl];
-            lines += 1;
-            if line.len() > max {
-                if input.long_lines == LongLines::Truncate {
-                    self.stats.truncated.inc();
-                    emit(
-                        encoder,
-                        batch,
-                        &t.prefix,
-                        src,
-                        start,
-                        &line[..max],
-                        now_hours,
-                        &mut id,
-                        &mut letters,
-                        &t.path,
-                        &self.stats,
-                    );
-                } else {
-                    self.stats.skipped.inc();
+            if over_long {
+                match ship {
+                    Some(_) => self.stats.truncated.inc(),
+                    None => self.stats.skipped.inc(),
                 }
-            } else {
+            }
+            if let Some(bytes) = ship {
                 emit(
                     encoder,
                     batch,
                     &t.prefix,
                     src,
                     start,
-                    line,
+                    &bytes,
                     now_hours,
                     &mut id,
                     &mut letters,
@@ -408,6 +382,7 @@ impl Reader {
                     &self.stats,
                 );
             }
+            lines += 1;
             pos += nl + 1;
             batch.sources[src as usize].offset = base + pos as u64;
         }
