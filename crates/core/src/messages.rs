@@ -32,6 +32,17 @@ pub mod names {
     pub const METRICS_SENT: &str = "metrics.sent";
     /// Sorted set (score = epoch seconds) of undelivered batches.
     pub const METRICS_UNSENT: &str = "metrics.unsent";
+    /// Hash: collections disabled through the agent API, `<plugin>.<collection>` → epoch seconds
+    /// at which they enable themselves again.
+    pub const COLLECTOR_DISABLED: &str = "collector.disabled";
+    /// The collection manager's leader lease.
+    pub const COLLECTOR_LEASE: &str = "collector.manager.lease";
+
+    /// `collector.running.<plugin>.<collection>.<target>`: present (with a TTL) while a run of
+    /// that collection against that target is in progress anywhere, so overlapping runs are skipped.
+    pub fn collector_running(plugin: &str, collection: &str, target: &str) -> String {
+        format!("collector.running.{plugin}.{collection}.{target}")
+    }
 
     /// String key: conf_monitor's last verdict, `{"ok", "time", "errors", "changed"}` (JSON).
     pub const CONF_MONITOR_STATUS: &str = "conf_monitor.status";
@@ -239,6 +250,10 @@ pub struct MetricPoint {
     pub fields: BTreeMap<String, FieldValue>,
     /// Nanoseconds since the epoch. With the series, the point's identity: resending is harmless.
     pub timestamp_ns: i64,
+    /// InfluxDB database (v2: bucket) the point belongs to; `None`: the sender's default. The
+    /// agent API's `POST /post?ns=` sets it to the namespace, as the plugin agents do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 /// `metrics.sent.queue` / `metrics.unsent.queue` and the `metrics.sent|unsent` sorted sets.

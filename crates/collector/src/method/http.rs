@@ -1,22 +1,275 @@
-//! The `HTTP` method.
+//! The `HTTP` method: one request per run, JSON answer, fields extracted by JSON pointer.
+//!
+//! Keys:
+//! - `url` (required): `http://host[:port]/path?query`, `{var}` placeholders rendered per run
+//!   (`https` is refused: the collector carries no TLS stack; put a local proxy in front).
+//! - `http_method`: `GET` (default) or `POST`; `body` (POST, rendered) and `content_type`
+//!   (default `application/json`).
+//! - `auth`: `none` (default), `basic` (`username`, `password`) or `bearer` (`token`).
+//! - `header.<Name> = value`: extra request headers (rendered).
+//! - `field.<name> = <JSON pointer>`: one point `http.<name>` per field, from the answer's JSON
+//!   (`/data/0/temp`); a pointer the answer lacks fails the run.
+//! - `expect_status`: the status that counts as success (default: any 2xx).
+//!
+//! Points: `http.status`, `http.response_ms`, and the fields. A connection error, a timeout, an
+//! unexpected status or an answer that is not JSON (when fields are asked for) fail the run.
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
 use ironwork_core::config::SectionReader;
+use tokio::net::TcpStream;
 
-use super::{Outcome, Probe, ProbeFuture};
+use super::{point, Failure, Outcome, Probe, ProbeFuture};
 use crate::collection::Run;
 
-/// Compile a `HTTP` section.
-pub fn compile(_r: &mut SectionReader<'_>) -> Arc<dyn Probe> {
-    Arc::new(Todo)
+/// Compile an `HTTP` section.
+pub fn compile(r: &mut SectionReader<'_>) -> Arc<dyn Probe> {
+    let url = r.required("url").unwrap_or_default().to_string();
+    if !url.is_empty() && !url.starts_with("http://") {
+        r.error("url", "must start with http:// (https is not supported; use a local proxy)");
+    }
+    let method = match r.str("http_method").unwrap_or("GET").to_ascii_uppercase().as_str() {
+        "GET" => hyper::Method::GET,
+        "POST" => hyper::Method::POST,
+        _ => {
+            r.error("http_method", "must be GET or POST");
+            hyper::Method::GET
+        }
+    };
+    let body = r.str("body").map(str::to_string);
+    let content_type = r.str("content_type").unwrap_or("application/json").to_string();
+    let auth = match r.str("auth").unwrap_or("none").to_ascii_lowercase().as_str() {
+        "none" => None,
+        "basic" => {
+            let user = r.required("username").unwrap_or_default();
+            let pass = r.str("password").unwrap_or_default();
+            Some(format!("Basic {}", base64(format!("{user}:{pass}").as_bytes())))
+        }
+        "bearer" => r.required("token").map(|t| format!("Bearer {t}")),
+        _ => {
+            r.error("auth", "must be none, basic or bearer");
+            None
+        }
+    };
+    let headers = r
+        .prefixed("header.")
+        .into_iter()
+        .map(|(k, e)| (k.to_string(), e.value.clone()))
+        .collect();
+    let mut fields = Vec::new();
+    for (name, e) in r.prefixed("field.") {
+        if !crate::points::valid_name(name) || !(e.value.is_empty() || e.value.starts_with('/')) {
+            r.error(
+                &e.key,
+                "a field is field.<name> = <JSON pointer starting with />, name made of [0-9A-Za-z._-]",
+            );
+        }
+        fields.push((name.to_string(), e.value.clone()));
+    }
+    let expect_status = r.parse_with("expect_status", None, |s| {
+        s.parse::<u16>()
+            .ok()
+            .filter(|c| (100..600).contains(c))
+            .map(Some)
+            .ok_or_else(|| "must be an HTTP status code".to_string())
+    });
+    Arc::new(Http {
+        url,
+        method,
+        body,
+        content_type,
+        auth,
+        headers,
+        fields,
+        expect_status,
+    })
 }
 
 #[derive(Debug)]
-struct Todo;
+struct Http {
+    url: String,
+    method: hyper::Method,
+    body: Option<String>,
+    content_type: String,
+    auth: Option<String>,
+    headers: Vec<(String, String)>,
+    fields: Vec<(String, String)>,
+    expect_status: Option<u16>,
+}
 
-impl Probe for Todo {
-    fn collect<'a>(&'a self, _run: &'a Run) -> ProbeFuture<'a> {
-        Box::pin(async { Outcome::failed("protocol", "not available") })
+/// `http://host[:port]/path` → (host, port, path-and-query).
+fn split_url(url: &str) -> Result<(String, u16, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// is supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+            (h, p.parse::<u16>().map_err(|_| format!("{url}: bad port {p:?}"))?)
+        }
+        _ => (authority, 80),
+    };
+    if host.is_empty() {
+        return Err(format!("{url}: no host"));
+    }
+    Ok((host.trim_matches(|c| c == '[' || c == ']').to_string(), port, path.to_string()))
+}
+
+impl Http {
+    async fn exchange(&self, run: &Run) -> Result<(u16, Bytes), Failure> {
+        let fail = |kind, message: String| Failure { kind, message };
+        let url = run.render(&self.url);
+        let (host, port, path) = split_url(&url).map_err(|m| fail("config", m))?;
+        let stream = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| fail("connect", format!("{host}:{port}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| fail("connect", format!("{host}:{port}: {e}")))?;
+        let conn = tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(self.method.clone())
+            .uri(path)
+            .header("host", if port == 80 { host.clone() } else { format!("{host}:{port}") })
+            .header("user-agent", concat!("ironwork-collector/", env!("CARGO_PKG_VERSION")))
+            .header("accept", "application/json");
+        if let Some(a) = &self.auth {
+            req = req.header("authorization", a);
+        }
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), run.render(v));
+        }
+        let body = match (&self.method, &self.body) {
+            (&hyper::Method::POST, Some(b)) => {
+                req = req.header("content-type", &self.content_type);
+                Bytes::from(run.render(b))
+            }
+            _ => Bytes::new(),
+        };
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| fail("config", format!("bad request: {e}")))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| fail("connect", format!("{url}: {e}")))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| fail("connect", format!("{url}: reading the answer: {e}")))?
+            .to_bytes();
+        conn.abort();
+        Ok((status, body))
+    }
+}
+
+impl Probe for Http {
+    fn collect<'a>(&'a self, run: &'a Run) -> ProbeFuture<'a> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let (status, body) = match tokio::time::timeout(run.timeout, self.exchange(run)).await {
+                Err(_) => return Outcome::failed("timeout", format!("no answer within {:?}", run.timeout)),
+                Ok(Err(f)) => {
+                    return Outcome {
+                        points: Vec::new(),
+                        failure: Some(f),
+                    }
+                }
+                Ok(Ok(answer)) => answer,
+            };
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            let mut out = Outcome::ok(vec![point(run, "http.status", status), point(run, "http.response_ms", ms)]);
+            let good = match self.expect_status {
+                Some(want) => status == want,
+                None => (200..300).contains(&status),
+            };
+            if !good {
+                out.failure = Some(Failure {
+                    kind: "status",
+                    message: format!("answered {status}: {}", crate::points::head(&body)),
+                });
+                return out;
+            }
+            if self.fields.is_empty() {
+                return out;
+            }
+            let json: serde_json::Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => {
+                    out.failure = Some(Failure {
+                        kind: "output",
+                        message: format!("answer is not JSON ({e}): {:?}", crate::points::head(&body)),
+                    });
+                    return out;
+                }
+            };
+            let mut missing = Vec::new();
+            for (name, pointer) in &self.fields {
+                match json.pointer(pointer) {
+                    Some(v @ (serde_json::Value::Number(_) | serde_json::Value::String(_) | serde_json::Value::Bool(_))) => {
+                        out.points.push(point(run, format!("http.{name}"), v.clone()));
+                    }
+                    _ => missing.push(format!("{name} ({pointer})")),
+                }
+            }
+            if !missing.is_empty() {
+                out.failure = Some(Failure {
+                    kind: "output",
+                    message: format!("no scalar at {}", missing.join(", ")),
+                });
+            }
+            out
+        })
+    }
+}
+
+/// Standard base64 with padding, for basic auth.
+fn base64(input: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg==")] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+        assert_eq!(base64(b"Aladdin:open sesame"), "QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+    }
+
+    #[test]
+    fn urls_split_into_host_port_and_path() {
+        assert_eq!(split_url("http://h:8080/a?b=1").unwrap(), ("h".into(), 8080, "/a?b=1".into()));
+        assert_eq!(split_url("http://h").unwrap(), ("h".into(), 80, "/".into()));
+        assert_eq!(split_url("http://[::1]:81/x").unwrap(), ("::1".into(), 81, "/x".into()));
+        assert!(split_url("https://h/").is_err());
+        assert!(split_url("http://h:x/").is_err());
     }
 }

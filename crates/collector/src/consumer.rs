@@ -1,0 +1,283 @@
+//! The collection consumer, in every collector process: pops up to `collection_bulk_size` jobs
+//! at once, runs them concurrently under a semaphore of `concurrency` permits, and pushes the
+//! results to `collector.data.queue` in bulk.
+//!
+//! A run of a (collection, target) still going when its next job arrives (here or on any other
+//! node) makes that job skipped and counted: the guard key `collector.running.<…>` is taken with
+//! `SET NX PX` for the whole batch in one pipeline and deleted with the result push.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ironwork_core::backoff::Backoff;
+use ironwork_core::messages::{epoch_seconds, names, CollectedData, CollectionJob, DataPoint};
+use ironwork_core::Queue;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::collection::{Collection, Run};
+use crate::method::Outcome;
+use crate::shared::Shared;
+
+/// One result on its way to `collector.data.queue`, with the guard to release.
+#[derive(Debug)]
+pub struct Pending {
+    /// The serialized `CollectedData`.
+    pub payload: Vec<u8>,
+    /// The guard key to delete once the result is pushed.
+    pub guard: String,
+}
+
+/// How a run was asked for: the `type` tag of `plugin.result`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// From the schedule.
+    Regular,
+    /// On demand (`POST /plugins/run`).
+    Call,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Regular => "regular",
+            Self::Call => "call",
+        }
+    }
+}
+
+/// How long a guard lives: a run's deadline plus the time its kill sequence may take.
+pub fn guard_ttl(shared: &Shared, timeout: Duration) -> Duration {
+    let l = &shared.settings.limits;
+    timeout + l.kill_grace + l.drain + Duration::from_secs(2)
+}
+
+/// Take the guards of `keys` in one round trip: true for each one taken.
+pub async fn take_guards(shared: &Shared, keys: &[(String, Duration)]) -> Result<Vec<bool>, redis::RedisError> {
+    let mut pipe = redis::pipe();
+    for (k, ttl) in keys {
+        pipe.cmd("SET")
+            .arg(k)
+            .arg(&shared.id)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64);
+    }
+    let mut c = shared.redis.conn();
+    let replies: Vec<Option<String>> = pipe.query_async(&mut c).await?;
+    Ok(replies.into_iter().map(|r| r.is_some()).collect())
+}
+
+/// Run `collection` against `target` once and shape the result for `collector.data.queue`.
+pub async fn run_once(
+    shared: &Shared,
+    collection: &Collection,
+    target: &str,
+    correlation_info: &BTreeMap<String, String>,
+    param: Vec<String>,
+    timeout: Duration,
+    trigger: Trigger,
+) -> CollectedData {
+    let mut run = Run::new(collection, target, correlation_info, Arc::new(shared.settings.limits.clone()));
+    run.param = param;
+    run.timeout = timeout;
+    shared.stats.runs_active.add(1);
+    // Probes honour their own deadline; this outer one only catches a probe that does not.
+    let outer = guard_ttl(shared, timeout);
+    let outcome = match tokio::time::timeout(outer, collection.probe.collect(&run)).await {
+        Ok(o) => o,
+        Err(_) => Outcome::failed("timeout", format!("no result within {outer:?}")),
+    };
+    shared.stats.runs_active.add(-1);
+    let Outcome { mut points, failure } = outcome;
+    let error = match failure {
+        None => {
+            shared.stats.runs_ok.inc();
+            None
+        }
+        Some(f) => {
+            shared.stats.runs_failed.inc();
+            tracing::warn!(
+                plugin = %collection.plugin,
+                collection = %collection.name,
+                target,
+                reason = f.kind,
+                error = %f.message,
+                "collection failed"
+            );
+            let tags = [
+                ("ns", collection.plugin.as_str()),
+                ("name", collection.name.as_str()),
+                ("target", target),
+                ("type", trigger.as_str()),
+                ("reason", f.kind),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            points.push(DataPoint {
+                name: "plugin.result".into(),
+                timestamp: epoch_seconds(),
+                tags,
+                value: 1.into(),
+            });
+            Some(format!("{}: {}", f.kind, f.message))
+        }
+    };
+    CollectedData {
+        plugin: collection.plugin.clone(),
+        collection: collection.name.clone(),
+        target: target.to_string(),
+        collected_at: epoch_seconds(),
+        correlation_info: correlation_info.clone(),
+        points,
+        error,
+    }
+}
+
+/// Consume `collector.job.queue` until `token` is cancelled; runs in progress then get
+/// `shutdown_grace` to finish and their results are pushed.
+pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
+    let jobs = Queue::new(&shared.redis, names::COLLECTOR_JOB);
+    let permits = Arc::new(Semaphore::new(shared.settings.concurrency));
+    // Full: finished runs wait to hand over their result (so new runs wait for permits).
+    let (tx, rx) = mpsc::channel::<Pending>(shared.settings.result_batch * 2);
+    let pusher = tokio::spawn(push_results(shared.clone(), rx));
+    let runs = TaskTracker::new();
+    let mut backoff = Backoff { initial: Duration::from_millis(100), ..Backoff::default() }.attempts();
+    loop {
+        let first = tokio::select! {
+            _ = token.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let max = shared.settings.collection_bulk_size.min(permits.available_permits() + 1);
+        let batch = tokio::select! {
+            _ = token.cancelled() => break,
+            b = jobs.pop_batch(max, Duration::from_secs(1)) => b,
+        };
+        let batch = match batch {
+            Ok(b) => {
+                backoff.reset();
+                b
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read collector.job.queue");
+                drop(first);
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                }
+            }
+        };
+        shared.stats.jobs_taken.add(batch.len() as u64);
+        let defs = shared.definitions();
+        let mut work = Vec::with_capacity(batch.len());
+        for payload in batch {
+            let job: CollectionJob = match serde_json::from_slice(&payload) {
+                Ok(j) => j,
+                Err(e) => {
+                    shared.stats.jobs_dead.inc();
+                    let reason = format!("not a collection job: {e}");
+                    if let Err(e) = jobs.dead_letter(&shared.id, &payload, &reason, 10_000).await {
+                        tracing::warn!(error = %e, "cannot dead-letter a malformed job");
+                    }
+                    continue;
+                }
+            };
+            match defs.get(&job.plugin, &job.collection) {
+                Some(c) => {
+                    let key = names::collector_running(&job.plugin, &job.collection, &job.target);
+                    work.push((c.clone(), job, key));
+                }
+                None => {
+                    shared.stats.jobs_unknown.inc();
+                    tracing::debug!(plugin = %job.plugin, collection = %job.collection, "job for an unknown collection dropped");
+                }
+            }
+        }
+        let keys: Vec<(String, Duration)> = work
+            .iter()
+            .map(|(c, _, k)| (k.clone(), guard_ttl(&shared, c.timeout)))
+            .collect();
+        let taken = match take_guards(&shared, &keys).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = work.len(), "cannot take run guards; jobs dropped");
+                continue;
+            }
+        };
+        let mut first = Some(first);
+        for ((collection, job, key), taken) in work.into_iter().zip(taken) {
+            if !taken {
+                shared.stats.runs_skipped.inc();
+                tracing::debug!(plugin = %job.plugin, collection = %job.collection, target = %job.target, "previous run still going: skipped");
+                continue;
+            }
+            let permit = match first.take() {
+                Some(p) => p,
+                None => match permits.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (shared, tx) = (shared.clone(), tx.clone());
+            runs.spawn(async move {
+                let data = run_once(
+                    &shared,
+                    &collection,
+                    &job.target,
+                    &job.correlation_info,
+                    Vec::new(),
+                    collection.timeout,
+                    Trigger::Regular,
+                )
+                .await;
+                drop(permit);
+                let payload = serde_json::to_vec(&data).unwrap_or_default();
+                let _ = tx.send(Pending { payload, guard: key }).await;
+            });
+        }
+    }
+    runs.close();
+    if !ironwork_core::shutdown::drain(&runs, shared.settings.shutdown_grace).await {
+        tracing::warn!("runs still going at the end of the grace period were abandoned (their process groups are killed)");
+    }
+    drop(tx);
+    let _ = pusher.await;
+}
+
+/// Push results in bulk (one `LPUSH` and one `DEL` of guards per batch), retrying while Redis
+/// is away; ends when every sender is gone and the channel is empty.
+pub async fn push_results(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>) {
+    let max = shared.settings.result_batch;
+    let mut backoff = Backoff { initial: Duration::from_millis(100), ..Backoff::default() }.attempts();
+    let mut batch = Vec::with_capacity(max);
+    while rx.recv_many(&mut batch, max).await > 0 {
+        let mut pipe = redis::pipe();
+        let mut push = redis::cmd("LPUSH");
+        push.arg(names::COLLECTOR_DATA);
+        let mut del = redis::cmd("DEL");
+        for r in &batch {
+            push.arg(&r.payload);
+            del.arg(&r.guard);
+        }
+        pipe.add_command(push).ignore().add_command(del).ignore();
+        loop {
+            let mut c = shared.redis.conn();
+            match pipe.query_async::<()>(&mut c).await {
+                Ok(()) => {
+                    shared.stats.results_pushed.add(batch.len() as u64);
+                    backoff.reset();
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, results = batch.len(), "cannot push results; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
