@@ -1,1 +1,3 @@
+//! The collector daemon (placeholder until its run loop lands).
+
 fn main() {}
