@@ -61,6 +61,16 @@ impl Outcome {
     }
 }
 
+impl From<Failure> for Outcome {
+    /// A failure without points.
+    fn from(failure: Failure) -> Self {
+        Self {
+            points: Vec::new(),
+            failure: Some(failure),
+        }
+    }
+}
+
 /// A compiled collection method: collects one target.
 pub trait Probe: Send + Sync + std::fmt::Debug {
     /// Run once against `run.target`, within `run.timeout`.
@@ -118,4 +128,46 @@ pub fn split_list(s: &str) -> Vec<String> {
         .filter(|x| !x.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// Shared by the methods' unit tests: a run and a section compiled from text.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ironwork_core::config::{Report, UnknownKeys};
+    use ironwork_core::ini::Ini;
+
+    use super::{Compile, Probe};
+    use crate::collection::{Run, RunLimits};
+
+    /// A run of `test.probe` against `target` with a 2 s deadline and no variables but `target`.
+    pub fn run(target: &str) -> Run {
+        Run {
+            plugin: "test".into(),
+            collection: "probe".into(),
+            plugin_dir: std::env::temp_dir(),
+            target: target.into(),
+            items: Vec::new(),
+            timeout: Duration::from_secs(2),
+            param: Vec::new(),
+            vars: [("target".to_string(), target.to_string())].into_iter().collect(),
+            limits: Arc::new(RunLimits::default()),
+        }
+    }
+
+    /// `keys` (one `key = value` per line) compiled as a section; the probe and every error
+    /// (unknown keys included), rendered.
+    pub fn compile(compile: Compile, keys: &str) -> (Arc<dyn Probe>, Vec<String>) {
+        let path = Path::new("test.ini");
+        let ini = Ini::parse(path, &format!("[collection_probe]\n{keys}\n")).expect("INI syntax");
+        let mut report = Report::default();
+        let mut r = report.section(path, &ini.sections[0]);
+        let probe = compile(&mut r);
+        r.finish(UnknownKeys::Error);
+        let errors = report.errors.0.iter().map(ToString::to_string).collect();
+        (probe, errors)
+    }
 }
