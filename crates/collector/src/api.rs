@@ -198,7 +198,10 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Result<Reply, R
     );
     let allowed = if want_post { Method::POST } else { Method::GET };
     if method != allowed {
-        return Err(Refusal(StatusCode::METHOD_NOT_ALLOWED, format!("{path} takes {allowed}")));
+        return Err(Refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{path} takes {allowed}"),
+        ));
     }
     if mutating {
         authorized(shared, &req)?;
@@ -284,8 +287,12 @@ fn collection<'a>(
 ) -> Result<&'a Arc<crate::collection::Collection>, Refusal> {
     let ns = required(q, "ns")?;
     let repo = required(q, "repo")?;
-    defs.get(ns, repo)
-        .ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no collection {repo:?} in plugin {ns:?}")))
+    defs.get(ns, repo).ok_or_else(|| {
+        Refusal(
+            StatusCode::NOT_FOUND,
+            format!("no collection {repo:?} in plugin {ns:?}"),
+        )
+    })
 }
 
 async fn run(shared: &Arc<Shared>, q: &HashMap<String, String>) -> Result<Reply, Refusal> {
@@ -299,7 +306,11 @@ async fn run(shared: &Arc<Shared>, q: &HashMap<String, String>) -> Result<Reply,
         None => Duration::from_secs(10),
         Some(t) => match ironwork_core::config::parse_duration(t) {
             Ok(d) if !d.is_zero() && d <= MAX_RUN_TIMEOUT => d,
-            _ => return Err(Refusal::bad(format!("timeout {t:?}: expected seconds between 0 and 600"))),
+            _ => {
+                return Err(Refusal::bad(format!(
+                    "timeout {t:?}: expected seconds between 0 and 600"
+                )))
+            }
         },
     };
     let param = match q.get("param").filter(|p| !p.is_empty()) {
@@ -331,7 +342,10 @@ async fn run(shared: &Arc<Shared>, q: &HashMap<String, String>) -> Result<Reply,
         })
         .await;
     if let Err(e) = pushed {
-        return Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("ran, but cannot push the result: {e}")));
+        return Err(Refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("ran, but cannot push the result: {e}"),
+        ));
     }
     shared.stats.results_pushed.inc();
     Ok(reply(StatusCode::OK, serde_json::to_value(&data).unwrap_or_default()))
@@ -343,7 +357,11 @@ async fn enable(shared: &Shared, q: &HashMap<String, String>, on: bool) -> Resul
     let mut conn = shared.redis.conn();
     let until = epoch_seconds() + shared.settings.disable_for.as_secs_f64();
     let r: Result<i64, _> = if on {
-        redis::cmd("HDEL").arg(names::COLLECTOR_DISABLED).arg(c.id()).query_async(&mut conn).await
+        redis::cmd("HDEL")
+            .arg(names::COLLECTOR_DISABLED)
+            .arg(c.id())
+            .query_async(&mut conn)
+            .await
     } else {
         redis::cmd("HSET")
             .arg(names::COLLECTOR_DISABLED)
@@ -392,7 +410,12 @@ async fn post(shared: &Shared, q: &HashMap<String, String>, req: Request<Incomin
     let body = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
-        .map_err(|e| Refusal(StatusCode::PAYLOAD_TOO_LARGE, format!("body: {e} (at most {MAX_BODY} bytes)")))?
+        .map_err(|e| {
+            Refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body: {e} (at most {MAX_BODY} bytes)"),
+            )
+        })?
         .to_bytes();
     let parsed = points::parse(&body, epoch_seconds()).map_err(Refusal::bad)?;
     if !parsed.rejected.is_empty() {

@@ -43,7 +43,7 @@ impl Collection {
 }
 
 /// Limits every run shares (from `[collector]`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunLimits {
     /// After SIGTERM to a timed-out script's group, how long before SIGKILL.
     pub kill_grace: Duration,

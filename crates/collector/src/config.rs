@@ -30,7 +30,7 @@ use crate::collection::{Collection, RunLimits};
 use crate::method::{self, split_list};
 
 /// `[collector]`: how this process runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Redis URL (`redis://…`, `unix:///…`).
     pub redis: String,
@@ -89,7 +89,7 @@ impl Config {
         for section in &ini.sections {
             if section.name == "collector" {
                 let mut r = report.section(file, section);
-                settings = Some(read_settings(&mut r, file));
+                settings = Some(read_settings(&mut r, file, true));
                 r.finish(UnknownKeys::Error);
             } else if let Some(id) = section.name.strip_prefix("collection:") {
                 let Some((plugin, name)) = id.split_once('.') else {
@@ -116,16 +116,20 @@ impl Config {
                 }
             } else {
                 report.errors.push(
-                    ConfigError::new(file, "unknown section (expected collector or collection:<plugin>.<name>)")
-                        .in_section(&section.name)
-                        .at_line(section.line),
+                    ConfigError::new(
+                        file,
+                        "unknown section (expected collector or collection:<plugin>.<name>)",
+                    )
+                    .in_section(&section.name)
+                    .at_line(section.line),
                 );
             }
         }
         if settings.is_none() {
-            report
-                .errors
-                .push(ConfigError::new(file, "missing section [collector] (it holds at least redis = <url>)"));
+            report.errors.push(ConfigError::new(
+                file,
+                "missing section [collector] (it holds at least redis = <url>)",
+            ));
         }
         let settings = settings.unwrap_or_else(|| defaults(file));
         report.finish(Self {
@@ -155,7 +159,10 @@ fn defaults(file: &Path) -> Settings {
     }
 }
 
-fn read_settings(r: &mut SectionReader<'_>, file: &Path) -> Settings {
+/// Read a `[collector]` section of `file` (every problem reported through the reader). The
+/// module reads its own `[collector]` section of `ironwork.ini` with this too, with
+/// `redis_required` false: it supplies the Redis URL itself.
+pub fn read_settings(r: &mut SectionReader<'_>, file: &Path, redis_required: bool) -> Settings {
     let d = defaults(file);
     let positive = |what: &'static str| {
         move |s: &str| match s.trim().parse::<usize>() {
@@ -164,14 +171,22 @@ fn read_settings(r: &mut SectionReader<'_>, file: &Path) -> Settings {
         }
     };
     let nonzero = |d: Duration| {
-        move |s: &str| match ironwork_core::config::parse_duration(s) {
-            Ok(v) if !v.is_zero() => Ok(v),
-            Ok(_) => Err("must be above zero".to_string()),
-            Err(e) => Err(e),
+        move |s: &str| {
+            match ironwork_core::config::parse_duration(s) {
+                Ok(v) if !v.is_zero() => Ok(v),
+                Ok(_) => Err("must be above zero".to_string()),
+                Err(e) => Err(e),
+            }
+            .or(Err(format!("expected a duration above zero, like {}s", d.as_secs())))
         }
-        .or(Err(format!("expected a duration above zero, like {}s", d.as_secs())))
     };
-    let redis = r.required("redis").unwrap_or_default().to_string();
+    let redis = if redis_required {
+        r.required("redis")
+    } else {
+        r.str("redis")
+    }
+    .unwrap_or_default()
+    .to_string();
     let listen = r.parse_with("listen", d.listen, |s| {
         if s.trim().is_empty() {
             Ok(None)
@@ -198,7 +213,11 @@ fn read_settings(r: &mut SectionReader<'_>, file: &Path) -> Settings {
         listen,
         token_file,
         log_roots,
-        collection_bulk_size: r.parse_with("collection_bulk_size", d.collection_bulk_size, positive("collection_bulk_size")),
+        collection_bulk_size: r.parse_with(
+            "collection_bulk_size",
+            d.collection_bulk_size,
+            positive("collection_bulk_size"),
+        ),
         concurrency: r.parse_with("concurrency", d.concurrency, positive("concurrency")),
         trigger_interval: r.parse_with("trigger_interval", d.trigger_interval, nonzero(d.trigger_interval)),
         leader_ttl: r.parse_with("leader_ttl", d.leader_ttl, nonzero(d.leader_ttl)),
@@ -245,12 +264,14 @@ pub fn read_collection(r: &mut SectionReader<'_>, plugin: &str, name: &str, plug
         targets
     };
     let items = r.str("items").map(split_list).unwrap_or_default();
-    let timeout = r.parse_with("timeout", default_timeout(interval), |s| {
-        match ironwork_core::config::parse_duration(s)? {
+    let timeout = r.parse_with(
+        "timeout",
+        default_timeout(interval),
+        |s| match ironwork_core::config::parse_duration(s)? {
             d if d.is_zero() => Err("must be above zero".into()),
             d => Ok(d),
-        }
-    });
+        },
+    );
     let correlation_info = r
         .prefixed("correlation_info.")
         .into_iter()

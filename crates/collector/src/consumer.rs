@@ -80,7 +80,12 @@ pub async fn run_once(
     timeout: Duration,
     trigger: Trigger,
 ) -> CollectedData {
-    let mut run = Run::new(collection, target, correlation_info, Arc::new(shared.settings.limits.clone()));
+    let mut run = Run::new(
+        collection,
+        target,
+        correlation_info,
+        Arc::new(shared.settings.limits.clone()),
+    );
     run.param = param;
     run.timeout = timeout;
     shared.stats.runs_active.add(1);
@@ -146,13 +151,20 @@ pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
     let (tx, rx) = mpsc::channel::<Pending>(shared.settings.result_batch * 2);
     let pusher = tokio::spawn(push_results(shared.clone(), rx));
     let runs = TaskTracker::new();
-    let mut backoff = Backoff { initial: Duration::from_millis(100), ..Backoff::default() }.attempts();
+    let mut backoff = Backoff {
+        initial: Duration::from_millis(100),
+        ..Backoff::default()
+    }
+    .attempts();
     loop {
         let first = tokio::select! {
             _ = token.cancelled() => break,
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
-        let max = shared.settings.collection_bulk_size.min(permits.available_permits() + 1);
+        let max = shared
+            .settings
+            .collection_bulk_size
+            .min(permits.available_permits() + 1);
         let batch = tokio::select! {
             _ = token.cancelled() => break,
             b = jobs.pop_batch(max, Duration::from_secs(1)) => b,
@@ -242,7 +254,9 @@ pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
     }
     runs.close();
     if !ironwork_core::shutdown::drain(&runs, shared.settings.shutdown_grace).await {
-        tracing::warn!("runs still going at the end of the grace period were abandoned (their process groups are killed)");
+        tracing::warn!(
+            "runs still going at the end of the grace period were abandoned (their process groups are killed)"
+        );
     }
     drop(tx);
     let _ = pusher.await;
@@ -252,7 +266,11 @@ pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
 /// is away; ends when every sender is gone and the channel is empty.
 pub async fn push_results(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>) {
     let max = shared.settings.result_batch;
-    let mut backoff = Backoff { initial: Duration::from_millis(100), ..Backoff::default() }.attempts();
+    let mut backoff = Backoff {
+        initial: Duration::from_millis(100),
+        ..Backoff::default()
+    }
+    .attempts();
     let mut batch = Vec::with_capacity(max);
     while rx.recv_many(&mut batch, max).await > 0 {
         let mut pipe = redis::pipe();

@@ -70,7 +70,11 @@ impl Running {
 
 /// Start the consumer, the lease keeper, the manager and the API; they stop when `token` is
 /// cancelled. Each bump of `reload` reloads the definitions from the config file.
-pub async fn start(config: Config, token: CancellationToken, mut reload: watch::Receiver<u64>) -> anyhow::Result<Running> {
+pub async fn start(
+    config: Config,
+    token: CancellationToken,
+    mut reload: watch::Receiver<u64>,
+) -> anyhow::Result<Running> {
     let settings = config.settings.clone();
     let redis = Redis::open(&settings.redis).with_context(|| format!("redis = {}", settings.redis))?;
     let api_token = api::load_or_create_token(&settings.token_file)

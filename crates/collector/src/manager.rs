@@ -104,7 +104,9 @@ async fn lead(shared: &Shared, leader: &mut watch::Receiver<bool>, token: &Cance
         }
         match jobs.push_batch(&payloads).await {
             Ok(_) => shared.stats.jobs_enqueued.add(payloads.len() as u64),
-            Err(e) => tracing::warn!(error = %e, jobs = payloads.len(), "could not enqueue due jobs; their slots are lost"),
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = payloads.len(), "could not enqueue due jobs; their slots are lost")
+            }
         }
     }
 }
@@ -140,7 +142,11 @@ async fn clear_if_stale(shared: &Shared, jobs: &Queue, trigger: Duration) {
     match cleared {
         Ok((n, _)) => {
             shared.stats.jobs_discarded.add(n);
-            tracing::warn!(discarded = n, queue = jobs.name(), "job queue was stale (consumers do not keep up): cleared");
+            tracing::warn!(
+                discarded = n,
+                queue = jobs.name(),
+                "job queue was stale (consumers do not keep up): cleared"
+            );
         }
         Err(e) => tracing::debug!(error = %e, "clearing the stale job queue failed"),
     }

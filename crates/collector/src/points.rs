@@ -135,6 +135,9 @@ mod tests {
         assert_eq!(parse(b"  \n", NOW).unwrap(), Parsed::default());
         let e = parse(b"Traceback (most recent call last):\n  File", NOW).unwrap_err();
         assert!(e.contains("Traceback (most recent"), "{e}");
-        assert!(parse(br#"{"name":"a","value":1}"#, NOW).is_err(), "an object is not a list");
+        assert!(
+            parse(br#"{"name":"a","value":1}"#, NOW).is_err(),
+            "an object is not a list"
+        );
     }
 }

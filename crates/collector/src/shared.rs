@@ -76,6 +76,12 @@ impl Shared {
         match Config::load(&self.config_path) {
             Ok(config) => {
                 let n = config.collections.len();
+                if config.settings != self.settings {
+                    tracing::warn!(
+                        path = %self.config_path.display(),
+                        "[collector] settings changed: they apply at the next restart (collections apply now)"
+                    );
+                }
                 self.defs.send_replace(Arc::new(Definitions::new(config.collections)));
                 tracing::info!(path = %self.config_path.display(), collections = n, "definitions reloaded");
                 Ok(n)

@@ -45,20 +45,42 @@ impl Stats {
         let m = Metrics::new();
         let c = |name: &str, help: &str| m.counter(name, help, &[]);
         Self {
-            leader: m.gauge("collector_leader", "1 while this process runs the collection manager", &[]),
+            leader: m.gauge(
+                "collector_leader",
+                "1 while this process runs the collection manager",
+                &[],
+            ),
             jobs_enqueued: c("collector_jobs_enqueued_total", "jobs put on collector.job.queue"),
-            jobs_discarded: c("collector_jobs_discarded_total", "stale jobs cleared from collector.job.queue"),
-            slots_skipped: c("collector_slots_skipped_total", "schedule slots skipped because the manager was late"),
+            jobs_discarded: c(
+                "collector_jobs_discarded_total",
+                "stale jobs cleared from collector.job.queue",
+            ),
+            slots_skipped: c(
+                "collector_slots_skipped_total",
+                "schedule slots skipped because the manager was late",
+            ),
             jobs_disabled: c("collector_jobs_disabled_total", "due jobs of disabled collections"),
             jobs_taken: c("collector_jobs_taken_total", "jobs popped by this process"),
-            jobs_unknown: c("collector_jobs_unknown_total", "jobs for collections this process does not define"),
+            jobs_unknown: c(
+                "collector_jobs_unknown_total",
+                "jobs for collections this process does not define",
+            ),
             jobs_dead: c("collector_jobs_dead_total", "malformed jobs dead-lettered"),
-            runs_skipped: c("collector_runs_skipped_total", "runs skipped: the previous one was still going"),
+            runs_skipped: c(
+                "collector_runs_skipped_total",
+                "runs skipped: the previous one was still going",
+            ),
             runs_ok: c("collector_runs_ok_total", "runs that succeeded"),
             runs_failed: c("collector_runs_failed_total", "runs that failed"),
             runs_active: m.gauge("collector_runs_active", "runs in progress", &[]),
-            results_pushed: c("collector_results_pushed_total", "results pushed to collector.data.queue"),
-            posted_points: c("collector_posted_points_total", "points pushed to metrics.send.queue by POST /post"),
+            results_pushed: c(
+                "collector_results_pushed_total",
+                "results pushed to collector.data.queue",
+            ),
+            posted_points: c(
+                "collector_posted_points_total",
+                "points pushed to metrics.send.queue by POST /post",
+            ),
             metrics: m,
         }
     }

@@ -31,10 +31,7 @@ fn agent() -> Agent {
         "disable_for = 2s\n",
         COLLECTIONS,
         &[
-            (
-                "echo.sh",
-                r#"echo "[{\"name\":\"args\",\"value\":\"$*\"}]""#,
-            ),
+            ("echo.sh", r#"echo "[{\"name\":\"args\",\"value\":\"$*\"}]""#),
             ("slow.sh", "sleep 2; echo '[]'"),
         ],
     )
@@ -65,7 +62,12 @@ fn lists_namespaces_status_and_health() {
 #[test]
 fn mutating_calls_need_the_token() {
     let a = agent();
-    for path in ["/plugins/run?ns=demo&repo=echo", "/plugins/disable?ns=demo&repo=echo", "/post?ns=x", "/update"] {
+    for path in [
+        "/plugins/run?ns=demo&repo=echo",
+        "/plugins/disable?ns=demo&repo=echo",
+        "/post?ns=x",
+        "/update",
+    ] {
         let none = request(&a.addr, "POST", path, &[], b"[]").unwrap();
         assert_eq!(none.status, 401, "{path} without a token: {}", none.text());
         assert!(none.text().contains("Bearer"), "{}", none.text());
@@ -82,7 +84,10 @@ fn mutating_calls_need_the_token() {
 #[test]
 fn on_demand_runs_answer_the_result_and_push_it() {
     let a = agent();
-    let r = a.post("/plugins/run?ns=demo&repo=echo&param=--verbose%20%22two%20words%22", b"");
+    let r = a.post(
+        "/plugins/run?ns=demo&repo=echo&param=--verbose%20%22two%20words%22",
+        b"",
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let data = r.json();
     assert_eq!(data["target"], "alpha", "the first target by default");
@@ -114,14 +119,27 @@ fn a_concurrent_run_answers_that_the_plugin_is_running() {
     let a = agent();
     let (addr, auth) = (a.addr.clone(), format!("Bearer {}", a.api_token));
     let first = std::thread::spawn(move || {
-        request(&addr, "POST", "/plugins/run?ns=demo&repo=slow", &[("authorization", &auth)], b"").unwrap()
+        request(
+            &addr,
+            "POST",
+            "/plugins/run?ns=demo&repo=slow",
+            &[("authorization", &auth)],
+            b"",
+        )
+        .unwrap()
     });
-    assert!(wait_for(Duration::from_secs(5), || a.get("/me/status").json()["counters"]["runs_active"] == 1));
+    assert!(wait_for(Duration::from_secs(5), || a.get("/me/status").json()
+        ["counters"]["runs_active"]
+        == 1));
     let second = a.post("/plugins/run?ns=demo&repo=slow", b"");
     assert_eq!(second.status, 409);
     assert!(second.text().contains("plugin is running"), "{}", second.text());
     assert_eq!(first.join().unwrap().status, 200);
-    assert_eq!(a.post("/plugins/run?ns=demo&repo=slow", b"").status, 200, "free again once done");
+    assert_eq!(
+        a.post("/plugins/run?ns=demo&repo=slow", b"").status,
+        200,
+        "free again once done"
+    );
 }
 
 #[test]
@@ -137,7 +155,9 @@ fn disable_and_enable_and_the_automatic_reenable() {
     // disable_for = 2s: it comes back by itself.
     a.post("/plugins/disable?ns=demo&repo=echo", b"");
     assert_eq!(a.get("/plugins/list").json()[0]["enabled"], false);
-    assert!(wait_for(Duration::from_secs(5), || a.get("/plugins/list").json()[0]["enabled"] == true));
+    assert!(wait_for(Duration::from_secs(5), || a.get("/plugins/list").json()[0]
+        ["enabled"]
+        == true));
     assert_eq!(a.post("/plugins/disable?ns=demo", b"").status, 400);
     assert_eq!(a.post("/plugins/enable?ns=x&repo=y", b"").status, 404);
 }
@@ -160,11 +180,17 @@ fn posted_points_reach_the_send_queue_with_host_and_now() {
     assert_eq!(sent[0]["name"], "app.requests");
     assert_eq!(sent[0]["database"], "shop");
     assert_eq!(sent[0]["fields"]["value"], 12);
-    assert!((now_ns - sent[0]["timestamp_ns"].as_i64().unwrap()).abs() < 60_000_000_000, "0 became now");
+    assert!(
+        (now_ns - sent[0]["timestamp_ns"].as_i64().unwrap()).abs() < 60_000_000_000,
+        "0 became now"
+    );
     assert!(!sent[0]["tags"]["host"].as_str().unwrap().is_empty(), "host added");
     assert_eq!(sent[1]["tags"]["host"], "web-1", "a given host is kept");
     assert_eq!(sent[1]["timestamp_ns"], 1_700_000_000_000_000_000i64);
-    assert!((now_ns - sent[2]["timestamp_ns"].as_i64().unwrap()).abs() < 60_000_000_000, "ms became now");
+    assert!(
+        (now_ns - sent[2]["timestamp_ns"].as_i64().unwrap()).abs() < 60_000_000_000,
+        "ms became now"
+    );
 
     for (path, body, needle) in [
         ("/post", &b"[]"[..], "missing parameter ns"),
@@ -195,8 +221,16 @@ fn update_reloads_and_a_broken_file_changes_nothing() {
     std::fs::write(&path, "[collector]\nredis = x\n[collection:demo.bad]\nmethod = NOPE\n").unwrap();
     let r = a.post("/update", b"");
     assert_eq!(r.status, 422);
-    assert!(r.text().contains("NOPE") && r.text().contains("plugin_dir"), "{}", r.text());
-    assert_eq!(a.get("/plugins/list").json().as_array().unwrap().len(), 3, "the old definitions stay");
+    assert!(
+        r.text().contains("NOPE") && r.text().contains("plugin_dir"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        a.get("/plugins/list").json().as_array().unwrap().len(),
+        3,
+        "the old definitions stay"
+    );
 }
 
 #[test]
@@ -210,7 +244,11 @@ fn log_offset_reads_whole_lines_inside_the_log_roots_only() {
     assert_eq!(r.json()["lines"], serde_json::json!(["one", "two"]));
     assert_eq!(r.json()["next_offset"], 8);
     let r = q(&format!("fpath={}&offset=8", log.display()));
-    assert_eq!(r.json()["lines"], serde_json::json!(["three"]), "a partial last line waits");
+    assert_eq!(
+        r.json()["lines"],
+        serde_json::json!(["three"]),
+        "a partial last line waits"
+    );
     assert_eq!(r.json()["next_offset"], 14);
 
     let traversal = format!("{}/../collector.ini", a.dir.path().join("log").display());

@@ -55,7 +55,12 @@ async fn serve() -> String {
                         }
                         _ => (404, "{}".to_string()),
                     };
-                    Ok::<_, Infallible>(Response::builder().status(status).body(Full::new(Bytes::from(text))).unwrap())
+                    Ok::<_, Infallible>(
+                        Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::from(text)))
+                            .unwrap(),
+                    )
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(s), svc)
@@ -148,7 +153,10 @@ async fn missing_fields_non_json_timeouts_and_refusals_fail_with_their_reason() 
     assert!(f.message.contains("plain words"), "{}", f.message);
     let out = collect("url = http://{target}/slow\n", &addr).await;
     assert_eq!(out.failure.unwrap().kind, "timeout");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let out = collect("url = http://{target}/\n", &closed.to_string()).await;
     assert_eq!(out.failure.unwrap().kind, "connect");
 }

@@ -20,7 +20,10 @@ fn scheduled_results_carry_the_correlation_info_and_renamed_points() {
         "",
         "[collection:net.ping]\nplugin_dir = @PLUGIN@\nmethod = SCRIPT\ninterval = 1\ntargets = h1, h2\n\
          correlation_info.site = paris\ncmd_and_args = ping.sh {target} {site}\n",
-        &[("ping.sh", r#"echo "[{\"name\":\"rtt\",\"tags\":{\"arg\":\"$1-$2\"},\"value\":0.25}]""#)],
+        &[(
+            "ping.sh",
+            r#"echo "[{\"name\":\"rtt\",\"tags\":{\"arg\":\"$1-$2\"},\"value\":0.25}]""#,
+        )],
     );
     assert!(wait_for(Duration::from_secs(10), || a.llen("collector.data.queue") >= 4));
     let data = a.list("collector.data.queue");
@@ -33,7 +36,8 @@ fn scheduled_results_carry_the_correlation_info_and_renamed_points() {
         assert_eq!(d["points"][0]["tags"]["arg"], format!("{t}-paris"));
         assert!(d.get("error").is_none(), "{d}");
     }
-    let targets: std::collections::BTreeSet<_> = data.iter().map(|d| d["target"].as_str().unwrap().to_string()).collect();
+    let targets: std::collections::BTreeSet<_> =
+        data.iter().map(|d| d["target"].as_str().unwrap().to_string()).collect();
     assert_eq!(targets.len(), 2);
     assert_eq!(a.get("/me/status").json()["leader"], true, "a lone collector leads");
 }
@@ -91,7 +95,10 @@ fn a_run_still_going_at_the_next_slot_is_skipped_and_counted() {
     assert!(wait_for(Duration::from_secs(10), || counter(&a, "runs_skipped") >= 2));
     assert!(wait_for(Duration::from_secs(10), || a.llen("collector.data.queue") >= 1));
     let status = a.get("/me/status").json();
-    assert!(status["counters"]["runs_active"].as_i64().unwrap() <= 1, "never two at once: {status}");
+    assert!(
+        status["counters"]["runs_active"].as_i64().unwrap() <= 1,
+        "never two at once: {status}"
+    );
 }
 
 #[test]
@@ -108,9 +115,16 @@ fn a_disabled_collection_is_not_scheduled_until_it_enables_itself() {
     assert!(wait_for(Duration::from_secs(5), || counter(&a, "jobs_disabled") >= 1));
     let before = a.llen("collector.data.queue");
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(a.llen("collector.data.queue") <= before + 1, "a run already queued may finish, no more");
+    assert!(
+        a.llen("collector.data.queue") <= before + 1,
+        "a run already queued may finish, no more"
+    );
     // disable_for passes: the manager removes it from the disabled set and runs resume.
-    assert!(wait_for(Duration::from_secs(8), || a.redis.cli(&["HLEN", "collector.disabled"]).trim() == "0"));
+    assert!(wait_for(Duration::from_secs(8), || a
+        .redis
+        .cli(&["HLEN", "collector.disabled"])
+        .trim()
+        == "0"));
     let after = a.llen("collector.data.queue");
     assert!(wait_for(Duration::from_secs(5), || a.llen("collector.data.queue") > after));
 }
@@ -126,7 +140,11 @@ fn a_malformed_job_is_dead_lettered_and_the_flow_goes_on() {
     a.redis.cli(&["LPUSH", "collector.job.queue", "{not a job"]);
     assert!(wait_for(Duration::from_secs(5), || a.llen("collector.job.queue.dead") == 1));
     let dead = a.list("collector.job.queue.dead");
-    assert!(dead[0]["reason"].as_str().unwrap().contains("not a collection job"), "{}", dead[0]);
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("not a collection job"),
+        "{}",
+        dead[0]
+    );
     assert!(wait_for(Duration::from_secs(5), || a.llen("collector.data.queue") >= 1));
 }
 
@@ -143,6 +161,14 @@ fn sigterm_style_stop_finishes_runs_in_progress_and_pushes_them() {
     a.redis.cli(&["LPUSH", "collector.job.queue", job]);
     assert!(wait_for(Duration::from_secs(5), || counter(&a, "runs_active") == 1));
     a.stop();
-    assert_eq!(a.llen("collector.data.queue"), 1, "the run in progress finished and was pushed");
-    assert_eq!(a.redis.cli(&["EXISTS", "collector.manager.lease"]).trim(), "0", "the lease was released");
+    assert_eq!(
+        a.llen("collector.data.queue"),
+        1,
+        "the run in progress finished and was pushed"
+    );
+    assert_eq!(
+        a.redis.cli(&["EXISTS", "collector.manager.lease"]).trim(),
+        "0",
+        "the lease was released"
+    );
 }

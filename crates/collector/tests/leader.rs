@@ -42,7 +42,8 @@ fn spawn(config: &Path, log: &Path) -> Proc {
         .unwrap();
     let p = Proc { child, addr };
     assert!(
-        wait_for(Duration::from_secs(10), || request(&p.addr, "GET", "/health", &[], b"").is_ok()),
+        wait_for(Duration::from_secs(10), || request(&p.addr, "GET", "/health", &[], b"")
+            .is_ok()),
         "collector did not come up: {}",
         std::fs::read_to_string(log).unwrap_or_default()
     );
@@ -90,15 +91,34 @@ fn one_manager_and_the_other_takes_over_after_a_sigkill() {
     let (sa, sb) = (status(&a), status(&b));
     assert_ne!(sa["leader"], sb["leader"], "exactly one leader: {sa} {sb}");
     let (leader, follower) = if sa["leader"] == true { (a, b) } else { (b, a) };
-    assert_eq!(status(&follower)["counters"]["jobs_enqueued"], 0, "the follower enqueues nothing");
+    assert_eq!(
+        status(&follower)["counters"]["jobs_enqueued"],
+        0,
+        "the follower enqueues nothing"
+    );
     let holder = redis.cli(&["GET", "collector.manager.lease"]);
-    assert!(holder.contains(&format!(".{}.", leader.child.id())), "lease holder {holder}");
+    assert!(
+        holder.contains(&format!(".{}.", leader.child.id())),
+        "lease holder {holder}"
+    );
 
     // Three targets every second: about three results a second, not six.
-    let before = redis.cli(&["LLEN", "collector.data.queue"]).trim().parse::<u64>().unwrap();
+    let before = redis
+        .cli(&["LLEN", "collector.data.queue"])
+        .trim()
+        .parse::<u64>()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(4));
-    let during = redis.cli(&["LLEN", "collector.data.queue"]).trim().parse::<u64>().unwrap() - before;
-    assert!((9..=15).contains(&during), "{during} results in 4 s for 3 targets at 1/s");
+    let during = redis
+        .cli(&["LLEN", "collector.data.queue"])
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+        - before;
+    assert!(
+        (9..=15).contains(&during),
+        "{during} results in 4 s for 3 targets at 1/s"
+    );
 
     let mut leader = leader;
     let killed_at = Instant::now();
@@ -111,12 +131,24 @@ fn one_manager_and_the_other_takes_over_after_a_sigkill() {
     );
     let took = killed_at.elapsed();
     eprintln!("takeover after SIGKILL: {took:?} (lease TTL {ttl:?})");
-    assert!(took <= ttl + ttl / 3 + Duration::from_millis(700), "takeover took {took:?}");
+    assert!(
+        took <= ttl + ttl / 3 + Duration::from_millis(700),
+        "takeover took {took:?}"
+    );
 
     // The schedule goes on from the survivor.
-    let n = redis.cli(&["LLEN", "collector.data.queue"]).trim().parse::<u64>().unwrap();
+    let n = redis
+        .cli(&["LLEN", "collector.data.queue"])
+        .trim()
+        .parse::<u64>()
+        .unwrap();
     assert!(wait_for(Duration::from_secs(5), || {
-        redis.cli(&["LLEN", "collector.data.queue"]).trim().parse::<u64>().unwrap() >= n + 3
+        redis
+            .cli(&["LLEN", "collector.data.queue"])
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            >= n + 3
     }));
 
     // SIGTERM: exit 0, lease released.

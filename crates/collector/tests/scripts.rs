@@ -20,7 +20,8 @@ fn script(dir: &Path, name: &str, body: &str) {
 }
 
 fn collection(dir: &Path, cmd: &str, timeout: &str) -> Collection {
-    let text = format!("[c]\nmethod = SCRIPT\ncmd_and_args = {cmd}\ntimeout = {timeout}\ncorrelation_info.site = paris\n");
+    let text =
+        format!("[c]\nmethod = SCRIPT\ncmd_and_args = {cmd}\ntimeout = {timeout}\ncorrelation_info.site = paris\n");
     let ini = Ini::parse(Path::new("plugin.ini"), &text).unwrap();
     let mut report = Report::default();
     let mut r = report.section(Path::new("plugin.ini"), &ini.sections[0]);
@@ -64,7 +65,9 @@ fn own_zombies() -> Vec<String> {
     let me = std::process::id().to_string();
     let mut z = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
         let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
         if fields.first() == Some(&"Z") && fields.get(1) == Some(&me.as_str()) {
             z.push(stat);
@@ -87,7 +90,11 @@ async fn good_output_is_renamed_and_keeps_its_tags() {
     let p = &out.points[0];
     assert_eq!(p.name, "demo.ping.rtt");
     assert_eq!(p.tags["to"], "host-1", "{{target}} is rendered into the arguments");
-    assert_eq!(p.tags["cwd"], dir.path().file_name().unwrap().to_str().unwrap(), "runs in the plugin dir");
+    assert_eq!(
+        p.tags["cwd"],
+        dir.path().file_name().unwrap().to_str().unwrap(),
+        "runs in the plugin dir"
+    );
     assert_eq!(p.timestamp, 1_700_000_000.0);
 }
 
@@ -102,7 +109,11 @@ async fn empty_output_is_no_data_not_an_error() {
 #[tokio::test]
 async fn garbage_output_fails_quoting_its_first_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    script(dir.path(), "garbage.sh", "echo 'Traceback (most recent call last): boom'");
+    script(
+        dir.path(),
+        "garbage.sh",
+        "echo 'Traceback (most recent call last): boom'",
+    );
     let (out, _) = collect(dir.path(), "garbage.sh", "5").await;
     let f = out.failure.expect("garbage is a failure");
     assert_eq!(f.kind, "output");
@@ -120,7 +131,11 @@ async fn non_zero_exit_fails_with_stderr_and_keeps_valid_points() {
     let (out, _) = collect(dir.path(), "half.sh", "5").await;
     let f = out.failure.expect("exit 3 is a failure");
     assert_eq!(f.kind, "exit");
-    assert!(f.message.contains('3') && f.message.contains("disk gone"), "{}", f.message);
+    assert!(
+        f.message.contains('3') && f.message.contains("disk gone"),
+        "{}",
+        f.message
+    );
     assert_eq!(out.points.len(), 1, "valid output is kept");
 }
 
@@ -143,13 +158,20 @@ async fn a_hanging_script_and_its_children_are_killed_at_the_deadline() {
     script(
         dir.path(),
         "hang.sh",
-        &format!("trap '' TERM\nsleep 300 &\necho $! > {}\necho $$ >> {}\nwait", pids.display(), pids.display()),
+        &format!(
+            "trap '' TERM\nsleep 300 &\necho $! > {}\necho $$ >> {}\nwait",
+            pids.display(),
+            pids.display()
+        ),
     );
     let (out, took) = collect(dir.path(), "hang.sh", "1").await;
     let f = out.failure.expect("a hang is a failure");
     assert_eq!(f.kind, "timeout");
     assert!(f.message.contains("killed"), "{}", f.message);
-    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
     for pid in std::fs::read_to_string(&pids).unwrap().lines() {
         let pid: u32 = pid.trim().parse().unwrap();
         assert!(
@@ -169,7 +191,10 @@ async fn a_grandchild_holding_the_pipe_does_not_hang_the_run() {
     script(
         dir.path(),
         "fork.sh",
-        &format!("sleep 300 &\necho $! > {}\necho '[{{\"name\":\"x\",\"value\":2}}]'", pidfile.display()),
+        &format!(
+            "sleep 300 &\necho $! > {}\necho '[{{\"name\":\"x\",\"value\":2}}]'",
+            pidfile.display()
+        ),
     );
     let (out, took) = collect(dir.path(), "fork.sh", "10").await;
     assert_eq!(out.failure, None);

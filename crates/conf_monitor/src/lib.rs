@@ -5,7 +5,7 @@
 //!   `plugins/*/config.ini`) and the debounce that turns edits into one regeneration.
 //! - this module: [`regenerate`] (load, generate, validate, write what changed) and [`run`]
 //!   (the loop, and telling the daemons: `reloadconfig` to ringmaster and SIGHUP to
-//!   directory_observer through the Redis list `ringmaster.control`; the switch re-reads its
+//!   directory_observer and the collector through the Redis list `ringmaster.control`; the switch re-reads its
 //!   rules file by itself).
 //!
 //! A configuration with errors changes nothing: every error is logged and published in the
@@ -28,12 +28,17 @@ pub const RINGMASTER_INI: &str = "ringmaster.ini";
 pub const DIRECTORY_OBSERVER_INI: &str = "directory_observer.ini";
 /// The switch's rules.
 pub const SWITCH_RULES_INI: &str = "switch_rules.ini";
+/// The collector's file.
+pub const COLLECTOR_INI: &str = "collector.ini";
 
 /// What a regeneration changed on disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Changes {
     /// File names (under `tmp/config_auto/`) whose content changed.
     pub files: Vec<&'static str>,
+    /// Whether ringmaster runs a collector (which then hears about its file).
+    #[serde(skip)]
+    pub collector: bool,
 }
 
 impl Changes {
@@ -55,7 +60,10 @@ pub fn regenerate(home: &Home, bin_dir: &Path) -> Result<Changes, Vec<String>> {
         return Err(lines(errors));
     }
     let generated = ironwork::generate::generate(home, &settings, &plugins, bin_dir);
-    let mut changes = Changes::default();
+    let mut changes = Changes {
+        collector: settings.daemons.collector,
+        ..Changes::default()
+    };
     for (name, text, path) in [
         (RINGMASTER_INI, &generated.ringmaster_ini, home.ringmaster_ini()),
         (
@@ -64,6 +72,7 @@ pub fn regenerate(home: &Home, bin_dir: &Path) -> Result<Changes, Vec<String>> {
             home.directory_observer_ini(),
         ),
         (SWITCH_RULES_INI, &generated.switch_rules_ini, home.switch_rules_ini()),
+        (COLLECTOR_INI, &generated.collector_ini, home.collector_ini()),
     ] {
         if std::fs::read_to_string(&path).map_or(true, |old| old != *text) {
             changes.files.push(name);
@@ -132,6 +141,10 @@ pub async fn run(home: Home, redis: Redis, options: Options, token: Cancellation
             }
             if changes.has(DIRECTORY_OBSERVER_INI) || first {
                 let props = serde_json::json!({"name": "directory_observer", "signum": "HUP"});
+                pending.push(command(generation, "signal", props));
+            }
+            if (changes.has(COLLECTOR_INI) || first) && changes.collector {
+                let props = serde_json::json!({"name": "collector", "signum": "HUP"});
                 pending.push(command(generation, "signal", props));
             }
             let s = Status {

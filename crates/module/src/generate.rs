@@ -1,5 +1,5 @@
-//! Settings + plugins → `tmp/config_auto/`: `ringmaster.ini`, `directory_observer.ini` and
-//! `switch_rules.ini`.
+//! Settings + plugins → `tmp/config_auto/`: `ringmaster.ini`, `directory_observer.ini`,
+//! `switch_rules.ini` and `collector.ini`.
 //!
 //! The output is a pure function of its input: plugins and steps in name order, no timestamps,
 //! no hash-map iteration. conf_monitor relies on that: it compares the new text with the files
@@ -35,14 +35,17 @@ pub struct Generated {
     pub directory_observer_ini: String,
     /// `tmp/config_auto/switch_rules.ini`.
     pub switch_rules_ini: String,
+    /// `tmp/config_auto/collector.ini`.
+    pub collector_ini: String,
 }
 
 impl Generated {
     /// The files and their contents, in the order [`Generated::write`] writes them (the files
     /// ringmaster's watchers read first, ringmaster's own last).
-    pub fn files(&self, home: &Home) -> [(PathBuf, &str); 3] {
+    pub fn files(&self, home: &Home) -> [(PathBuf, &str); 4] {
         [
             (home.switch_rules_ini(), self.switch_rules_ini.as_str()),
+            (home.collector_ini(), self.collector_ini.as_str()),
             (home.directory_observer_ini(), self.directory_observer_ini.as_str()),
             (home.ringmaster_ini(), self.ringmaster_ini.as_str()),
         ]
@@ -89,6 +92,7 @@ pub fn generate(home: &Home, settings: &Settings, plugins: &[Plugin], bin_dir: &
         ringmaster_ini: ringmaster_ini(home, settings, &sorted, bin_dir),
         directory_observer_ini: directory_observer_ini(home, settings, &sorted),
         switch_rules_ini: switch_rules_ini(home, &sorted),
+        collector_ini: collector_ini(home, settings, &sorted),
     }
 }
 
@@ -247,7 +251,6 @@ fn ringmaster_ini(home: &Home, settings: &Settings, plugins: &[&Plugin], bin_dir
         (d.conf_monitor, "conf_monitor"),
         (d.jsonlog2es, "jsonlog2es"),
         (d.mflog2mfadmin, "mflog2mfadmin"),
-        (d.collector, "collector"),
         (d.reflector, "reflector"),
     ] {
         if enabled {
@@ -258,6 +261,15 @@ fn ringmaster_ini(home: &Home, settings: &Settings, plugins: &[&Plugin], bin_dir
             };
             daemon(&mut o, name, bin(name), home_args(&url));
         }
+    }
+    if d.collector {
+        let args = join(&[
+            "--config".into(),
+            path(&home.collector_ini()),
+            "--log-format".into(),
+            "json".into(),
+        ]);
+        daemon(&mut o, "collector", bin("collector"), args);
     }
     if d.gc {
         let g = &settings.gc;
@@ -520,6 +532,38 @@ fn switch_rules_ini(home: &Home, plugins: &[&Plugin]) -> String {
     o.0
 }
 
+/// The collector's file: `[collector]` (Redis, token file and log roots from the home, then the
+/// settings' `[collector]` keys) and one `[collection:<plugin>.<name>]` per plugin collection,
+/// with the plugin's directory and its keys as written.
+fn collector_ini(home: &Home, settings: &Settings, plugins: &[&Plugin]) -> String {
+    let mut o = Out(String::from(HEADER));
+    o.section("collector");
+    let mut keys: Vec<(String, String)> = vec![
+        ("redis".into(), settings.redis.url_for_daemons(home)),
+        ("token_file".into(), path(&home.state_dir().join("collector.token"))),
+        ("log_roots".into(), path(&home.log_dir())),
+    ];
+    for (k, v) in &settings.collector {
+        match keys.iter_mut().find(|(key, _)| key.eq_ignore_ascii_case(k)) {
+            Some(entry) => entry.1 = v.clone(),
+            None => keys.push((k.clone(), v.clone())),
+        }
+    }
+    for (k, v) in &keys {
+        o.kv(k, v);
+    }
+    for plugin in plugins {
+        for c in &plugin.collections {
+            o.section(&format!("collection:{}.{}", plugin.name, c.name));
+            o.kv("plugin_dir", path(&plugin.dir));
+            for (k, v) in &c.entries {
+                o.kv(k, v);
+            }
+        }
+    }
+    o.0
+}
+
 /// `p` relative to the home when it is inside it.
 fn rel(home: &Home, p: &Path) -> String {
     p.strip_prefix(&home.root).unwrap_or(p).display().to_string()
@@ -538,6 +582,7 @@ impl Generated {
             ("ringmaster.ini", &self.ringmaster_ini),
             ("directory_observer.ini", &self.directory_observer_ini),
             ("switch_rules.ini", &self.switch_rules_ini),
+            ("collector.ini", &self.collector_ini),
         ] {
             let part = dir.join(format!(".{name}.check"));
             if let Err(e) = std::fs::write(&part, text) {
@@ -549,6 +594,7 @@ impl Generated {
                 "directory_observer.ini" => directory_observer::config::Config::load_with_home(&part, Some(&home.root))
                     .map(drop)
                     .map_err(lines),
+                "collector.ini" => collector::config::Config::load(&part).map(drop).map_err(lines),
                 _ => ironwork_step::switch_rules::RuleSet::load(&part)
                     .map(drop)
                     .map_err(lines),

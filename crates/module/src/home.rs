@@ -227,6 +227,11 @@ impl Home {
         self.data_dir().join(format!("step.{plugin}.{step}"))
     }
 
+    /// `tmp/config_auto/collector.ini`.
+    pub fn collector_ini(&self) -> PathBuf {
+        self.config_auto_dir().join("collector.ini")
+    }
+
     /// `var/state/`.
     pub fn state_dir(&self) -> PathBuf {
         self.var_dir().join("state")

@@ -377,6 +377,10 @@ impl Plugin {
                 }
             } else if let Some(c) = sname.strip_prefix("collection_") {
                 if valid_name(c) {
+                    // The collector's own reader: a collection it would refuse refuses the plugin.
+                    let mut r = report.section(&config_file, section);
+                    let _ = collector::config::read_collection(&mut r, &name, c, &dir);
+                    r.finish(UnknownKeys::Error);
                     collections.insert(c.to_string(), raw(c, section));
                 } else {
                     report.errors.push(bad_name("collection", c));

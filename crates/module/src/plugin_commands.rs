@@ -72,7 +72,7 @@ pub enum Template {
     Step,
     /// An extra daemon `main` running the loop in `daemon.sh`.
     Daemon,
-    /// A `[collection_main]` section for the collector.
+    /// A `[collection_main]` SCRIPT collection and its `plugin.sh`.
     Collector,
 }
 
@@ -375,23 +375,34 @@ while true; do
 done
 "#;
 
-const COLLECTOR_CONFIG: &str = r#"# Plugin @NAME@: one collection, `main`, for the collector.
+const COLLECTOR_CONFIG: &str = r#"# Plugin @NAME@: one collection, `main`, run by the collector.
 #
-# The format is described in docs/module.md ("The plugin format"). Collection sections are
-# kept as written and handed to the collector; the keys below are placeholders to adapt.
-# Comments are whole lines starting with # or ; (there are no end-of-line comments).
+# The format is described in docs/collector.md ("Collections"). Comments are whole lines
+# starting with # or ; (there are no end-of-line comments).
 
 [general]
 description = @NAME@: an example collection
 version = 0.1.0
 
 [collection_main]
-# where to collect from (placeholder)
-source = /path/to/collect/from
-# which files (placeholder)
-pattern = *
-# how often (placeholder)
-every = 5m
+# SCRIPT runs plugin.sh in this directory; its stdout is a JSON list of
+# {"name", "timestamp", "tags", "value"}. Points are renamed @NAME@.<name>.
+method = SCRIPT
+cmd_and_args = plugin.sh {target}
+# Seconds between two runs (0: only on demand, POST /plugins/run).
+interval = 60
+# One job per target per interval; {target} in cmd_and_args is replaced.
+targets = localhost
+# Carried with the data to the reflector, and usable as {site} in cmd_and_args.
+correlation_info.site = main
+"#;
+
+const COLLECTOR_SCRIPT: &str = r#"#!/bin/sh
+# Plugin @NAME@: print one JSON list of points on stdout. Exit non-zero on failure (the
+# collector then emits plugin.result = 1); print nothing when there is nothing to report.
+now=$(date +%s)
+load=$(cut -d' ' -f1 /proc/loadavg)
+printf '[{"name": "load1", "timestamp": %s, "tags": {"target": "%s"}, "value": %s}]\n' "$now" "$1" "$load"
 "#;
 
 /// The files of `template` for plugin `name`: (file name, content, executable).
@@ -406,7 +417,10 @@ fn template_files(template: Template, name: &str) -> Vec<(&'static str, String, 
             ("config.ini", fill(DAEMON_CONFIG), false),
             ("daemon.sh", fill(DAEMON_SCRIPT), true),
         ],
-        Template::Collector => vec![("config.ini", fill(COLLECTOR_CONFIG), false)],
+        Template::Collector => vec![
+            ("config.ini", fill(COLLECTOR_CONFIG), false),
+            ("plugin.sh", fill(COLLECTOR_SCRIPT), true),
+        ],
     }
 }
 

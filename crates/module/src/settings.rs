@@ -75,6 +75,20 @@ url =
 # Its database.
 database =
 
+[collector]
+# The collector's own settings, with their defaults (docs/collector.md lists every key).
+# The agent HTTP API (loopback unless changed; empty: none). Its mutating calls need the bearer
+# token in var/state/collector.token (created on first start, mode 0600).
+#listen = 127.0.0.1:9477
+# Most collections running at once in one collector process.
+#concurrency = 64
+# Most jobs one consumer takes from collector.job.queue at once.
+#collection_bulk_size = 100
+# How long a silent collection manager keeps the leader lease.
+#leader_ttl = 5s
+# A collection disabled through the API enables itself again after this long.
+#disable_for = 24h
+
 [zabbix]
 # Zabbix server the reflector sends to (empty: none).
 server =
@@ -93,6 +107,7 @@ const SECTIONS: &[&str] = &[
     "elasticsearch",
     "influxdb",
     "zabbix",
+    "collector",
 ];
 
 /// Default `[redis] maxmemory`: 2 GiB.
@@ -119,6 +134,9 @@ pub struct Settings {
     pub influxdb: Influxdb,
     /// `[zabbix]`.
     pub zabbix: Zabbix,
+    /// `[collector]`: validated with the collector's own reader, copied as written into the
+    /// generated `collector.ini` (after the keys the module sets, which these may override).
+    pub collector: Vec<(String, String)>,
 }
 
 /// `[redis]`.
@@ -457,6 +475,14 @@ impl Settings {
                         Ok(0) | Err(_) => Err("expected a port (1-65535)".into()),
                         Ok(p) => Ok(p),
                     });
+                }
+                "collector" => {
+                    let _ = collector::config::read_settings(&mut r, path, false);
+                    s.collector = section
+                        .entries
+                        .iter()
+                        .map(|e| (e.key.clone(), e.value.clone()))
+                        .collect();
                 }
                 _ => {}
             }

@@ -156,7 +156,7 @@ fn settings_errors_are_all_reported_with_file_section_key_and_line() {
             "H/config/ironwork.ini:9: [switch] numprocesses: must be at least 1 (found \"0\")",
             "H/config/ironwork.ini:11: [gc] every: must be longer than 0 (found \"0\")",
             "H/config/ironwork.ini:13: [zabbix] port: expected a port (1-65535) (found \"99999\")",
-            "H/config/ironwork.ini:14: [mystery]: unknown section (expected one of redis, data, daemons, switch, gc, binaries, elasticsearch, influxdb, zabbix)",
+            "H/config/ironwork.ini:14: [mystery]: unknown section (expected one of redis, data, daemons, switch, gc, binaries, elasticsearch, influxdb, zabbix, collector)",
         ]
     );
 }
@@ -346,4 +346,28 @@ fn a_config_that_is_not_a_regular_file_is_refused_without_being_read() {
     nix::unistd::mkfifo(&dir.join("config.ini"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
     let errors = Plugin::load(&dir, None).expect_err("refused");
     assert!(errors.to_string().contains("not a regular file"), "{errors}");
+}
+
+#[test]
+fn collections_are_checked_with_the_collectors_own_reader() {
+    let (_tmp, home) = home();
+    let errors = plugin(
+        &home,
+        "p",
+        "[collection_a]\nmethod = FTP\n\n[collection_b]\nmethod = SCRIPT\ninterval = 0.2\ncolour = red\n\n\
+         [collection_ok]\nmethod = TCP\nport = 22\ntargets = a, b\n",
+    )
+    .expect_err("refused");
+    let text = lines(&errors, &home).join("\n");
+    for needle in [
+        ":2: [collection_a] method: unknown method \"FTP\"",
+        "[collection_b] interval",
+        "[collection_b] cmd_and_args: missing required key",
+        ":7: [collection_b] colour: unknown key",
+    ] {
+        assert!(text.contains(needle), "{needle} not in:\n{text}");
+    }
+    assert!(!text.contains("collection_ok"), "{text}");
+    let p = plugin(&home, "q", "[collection_ok]\nmethod = TCP\nport = 22\n").expect("valid");
+    assert_eq!(p.collections[0].name, "ok");
 }

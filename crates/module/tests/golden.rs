@@ -54,6 +54,7 @@ fn generated_files_match_the_golden_files() {
         ("ringmaster.ini", &generated.ringmaster_ini),
         ("directory_observer.ini", &generated.directory_observer_ini),
         ("switch_rules.ini", &generated.switch_rules_ini),
+        ("collector.ini", &generated.collector_ini),
     ] {
         let actual = text.replace(&root, HOME_PLACEHOLDER);
         let path = expected_dir.join(name);
@@ -78,7 +79,7 @@ fn generated_files_match_the_golden_files() {
 }
 
 #[test]
-fn generated_files_load_in_ringmaster_directory_observer_and_the_switch() {
+fn generated_files_load_in_ringmaster_directory_observer_the_switch_and_the_collector() {
     let tmp = tempfile::tempdir().expect("tempdir");
     copy_tree(&golden_dir().join("home"), tmp.path());
     let home = Home::new(tmp.path());
@@ -101,6 +102,7 @@ fn generated_files_load_in_ringmaster_directory_observer_and_the_switch() {
             "directory_observer",
             "conf_monitor",
             "jsonlog2es",
+            "collector",
             "gc",
             "step.switch.main",
             "step.archive.failed",
@@ -160,6 +162,19 @@ fn generated_files_load_in_ringmaster_directory_observer_and_the_switch() {
     let rules = ironwork_step::switch_rules::RuleSet::load(&home.switch_rules_ini())
         .unwrap_or_else(|e| panic!("the switch refuses the generated rules:\n{e}"));
     assert_eq!(rules.len(), 5, "3 archive rules (one from the override) + 2 demo rules");
+
+    let col = collector::config::Config::load(&home.collector_ini())
+        .unwrap_or_else(|e| panic!("the collector refuses the generated file:\n{e}"));
+    assert_eq!(
+        col.settings.concurrency, 8,
+        "[collector] of ironwork.ini is carried over"
+    );
+    assert_eq!(col.settings.token_file, home.state_dir().join("collector.token"));
+    assert_eq!(col.settings.log_roots, [home.log_dir()]);
+    let ids: Vec<String> = col.collections.iter().map(|c| c.id()).collect();
+    assert_eq!(ids, ["archive.disk"]);
+    assert_eq!(col.collections[0].plugin_dir, home.plugin_dir("archive"));
+    assert_eq!(col.collections[0].correlation_info["role"], "archive");
 }
 
 #[test]

@@ -31,7 +31,10 @@ use crate::collection::Run;
 pub fn compile(r: &mut SectionReader<'_>) -> Arc<dyn Probe> {
     let url = r.required("url").unwrap_or_default().to_string();
     if !url.is_empty() && !url.starts_with("http://") {
-        r.error("url", "must start with http:// (https is not supported; use a local proxy)");
+        r.error(
+            "url",
+            "must start with http:// (https is not supported; use a local proxy)",
+        );
     }
     let method = match r.str("http_method").unwrap_or("GET").to_ascii_uppercase().as_str() {
         "GET" => hyper::Method::GET,
@@ -120,7 +123,11 @@ fn split_url(url: &str) -> Result<(String, u16, String), String> {
     if host.is_empty() {
         return Err(format!("{url}: no host"));
     }
-    Ok((host.trim_matches(|c| c == '[' || c == ']').to_string(), port, path.to_string()))
+    Ok((
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        port,
+        path.to_string(),
+    ))
 }
 
 impl Http {
@@ -139,7 +146,14 @@ impl Http {
         let mut req = Request::builder()
             .method(self.method.clone())
             .uri(path)
-            .header("host", if port == 80 { host.clone() } else { format!("{host}:{port}") })
+            .header(
+                "host",
+                if port == 80 {
+                    host.clone()
+                } else {
+                    format!("{host}:{port}")
+                },
+            )
             .header("user-agent", concat!("ironwork-collector/", env!("CARGO_PKG_VERSION")))
             .header("accept", "application/json");
         if let Some(a) = &self.auth {
@@ -189,7 +203,10 @@ impl Probe for Http {
                 Ok(Ok(answer)) => answer,
             };
             let ms = started.elapsed().as_secs_f64() * 1000.0;
-            let mut out = Outcome::ok(vec![point(run, "http.status", status), point(run, "http.response_ms", ms)]);
+            let mut out = Outcome::ok(vec![
+                point(run, "http.status", status),
+                point(run, "http.response_ms", ms),
+            ]);
             let good = match self.expect_status {
                 Some(want) => status == want,
                 None => (200..300).contains(&status),
@@ -217,7 +234,9 @@ impl Probe for Http {
             let mut missing = Vec::new();
             for (name, pointer) in &self.fields {
                 match json.pointer(pointer) {
-                    Some(v @ (serde_json::Value::Number(_) | serde_json::Value::String(_) | serde_json::Value::Bool(_))) => {
+                    Some(
+                        v @ (serde_json::Value::Number(_) | serde_json::Value::String(_) | serde_json::Value::Bool(_)),
+                    ) => {
                         out.points.push(point(run, format!("http.{name}"), v.clone()));
                     }
                     _ => missing.push(format!("{name} ({pointer})")),
@@ -258,7 +277,13 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg==")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+        ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
         assert_eq!(base64(b"Aladdin:open sesame"), "QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
@@ -266,7 +291,10 @@ mod tests {
 
     #[test]
     fn urls_split_into_host_port_and_path() {
-        assert_eq!(split_url("http://h:8080/a?b=1").unwrap(), ("h".into(), 8080, "/a?b=1".into()));
+        assert_eq!(
+            split_url("http://h:8080/a?b=1").unwrap(),
+            ("h".into(), 8080, "/a?b=1".into())
+        );
         assert_eq!(split_url("http://h").unwrap(), ("h".into(), 80, "/".into()));
         assert_eq!(split_url("http://[::1]:81/x").unwrap(), ("::1".into(), 81, "/x".into()));
         assert!(split_url("https://h/").is_err());

@@ -121,7 +121,11 @@ fn judge(run: &Run, done: &runner::Finished) -> Outcome {
                 if !parsed.rejected.is_empty() {
                     failures.push(Failure {
                         kind: "output",
-                        message: format!("{} point(s) refused: {}", parsed.rejected.len(), parsed.rejected.join("; ")),
+                        message: format!(
+                            "{} point(s) refused: {}",
+                            parsed.rejected.len(),
+                            parsed.rejected.join("; ")
+                        ),
                     });
                 }
                 points = parsed.points;
