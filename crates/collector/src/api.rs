@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{guard_ttl, run_once, take_guards, Trigger};
+use crate::consumer::{guard_ttl, run_once, take_guards, Ask, Trigger};
 use crate::points;
 use crate::shared::Shared;
 
@@ -324,7 +324,15 @@ async fn run(shared: &Arc<Shared>, q: &HashMap<String, String>) -> Result<Reply,
     if taken.first() != Some(&true) {
         return Err(Refusal(StatusCode::CONFLICT, "plugin is running".into()));
     }
-    let data = run_once(shared, c, &target, &c.correlation_info, param, timeout, Trigger::Call).await;
+    let ask = Ask {
+        target,
+        correlation_info: c.correlation_info.clone(),
+        param,
+        timeout,
+        trigger: Trigger::Call,
+        scheduled_at: None,
+    };
+    let data = run_once(shared, c, ask).await;
     let payload = serde_json::to_vec(&data).unwrap_or_default();
     let mut pipe = redis::pipe();
     pipe.cmd("LPUSH")

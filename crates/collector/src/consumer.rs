@@ -70,16 +70,35 @@ pub async fn take_guards(shared: &Shared, keys: &[(String, Duration)]) -> Result
     Ok(replies.into_iter().map(|r| r.is_some()).collect())
 }
 
-/// Run `collection` against `target` once and shape the result for `collector.data.queue`.
-pub async fn run_once(
-    shared: &Shared,
-    collection: &Collection,
-    target: &str,
-    correlation_info: &BTreeMap<String, String>,
-    param: Vec<String>,
-    timeout: Duration,
-    trigger: Trigger,
-) -> CollectedData {
+/// One run to make: what a job (or an on-demand call) asks for.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    /// The target.
+    pub target: String,
+    /// The job's correlation info.
+    pub correlation_info: BTreeMap<String, String>,
+    /// Extra arguments (on-demand `param`).
+    pub param: Vec<String>,
+    /// The run's deadline.
+    pub timeout: Duration,
+    /// Scheduled or on demand.
+    pub trigger: Trigger,
+    /// The job's slot, for scheduled runs.
+    pub scheduled_at: Option<f64>,
+}
+
+/// Run `collection` once as `ask` says and shape the result for `collector.data.queue`.
+pub async fn run_once(shared: &Shared, collection: &Collection, ask: Ask) -> CollectedData {
+    let Ask {
+        target,
+        correlation_info,
+        param,
+        timeout,
+        trigger,
+        scheduled_at,
+    } = ask;
+    let target = target.as_str();
+    let correlation_info = &correlation_info;
     let mut run = Run::new(
         collection,
         target,
@@ -139,6 +158,7 @@ pub async fn run_once(
         correlation_info: correlation_info.clone(),
         points,
         error,
+        scheduled_at,
     }
 }
 
@@ -236,16 +256,15 @@ pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
             };
             let (shared, tx) = (shared.clone(), tx.clone());
             runs.spawn(async move {
-                let data = run_once(
-                    &shared,
-                    &collection,
-                    &job.target,
-                    &job.correlation_info,
-                    Vec::new(),
-                    collection.timeout,
-                    Trigger::Regular,
-                )
-                .await;
+                let ask = Ask {
+                    target: job.target,
+                    correlation_info: job.correlation_info,
+                    param: Vec::new(),
+                    timeout: collection.timeout,
+                    trigger: Trigger::Regular,
+                    scheduled_at: Some(job.scheduled_at),
+                };
+                let data = run_once(&shared, &collection, ask).await;
                 drop(permit);
                 let payload = serde_json::to_vec(&data).unwrap_or_default();
                 let _ = tx.send(Pending { payload, guard: key }).await;

@@ -15,6 +15,8 @@
 //! - [`consumer`]: bulk pops, concurrent runs, bulk result pushes, overlap guards.
 //! - [`api`]: the agent HTTP API; [`shared`] and [`stats`]: what they share.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod api;
 pub mod collection;
 pub mod config;

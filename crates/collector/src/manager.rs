@@ -103,7 +103,13 @@ async fn lead(shared: &Shared, leader: &mut watch::Receiver<bool>, token: &Cance
             payloads.push(serde_json::to_vec(&job).unwrap_or_default());
         }
         match jobs.push_batch(&payloads).await {
-            Ok(_) => shared.stats.jobs_enqueued.add(payloads.len() as u64),
+            Ok(_) => {
+                shared.stats.jobs_enqueued.add(payloads.len() as u64);
+                let pushed = now_ms();
+                for d in &due {
+                    shared.stats.lateness.record(pushed.saturating_sub(d.due_ms));
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, jobs = payloads.len(), "could not enqueue due jobs; their slots are lost")
             }

@@ -1,5 +1,6 @@
 //! The collector's counters: `/metrics`, `GET /me/status` and the logs read the same values.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ironwork_core::metrics::{Counter, Gauge, Metrics};
@@ -37,6 +38,52 @@ pub struct Stats {
     pub results_pushed: Counter,
     /// Points pushed to `metrics.send.queue` by `POST /post`.
     pub posted_points: Counter,
+    /// How late the manager enqueued jobs after their slot.
+    pub lateness: Arc<Lateness>,
+}
+
+/// Upper bounds (ms) of the lateness buckets.
+pub const LATENESS_BOUNDS_MS: [u64; 10] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
+
+/// A histogram of enqueue lateness (time from a job's slot to its push), in fixed buckets.
+#[derive(Debug, Default)]
+pub struct Lateness {
+    /// One count per bound of [`LATENESS_BOUNDS_MS`], then one for anything later.
+    buckets: [AtomicU64; 11],
+}
+
+impl Lateness {
+    /// Count one job enqueued `ms` after its slot.
+    pub fn record(&self, ms: u64) {
+        let i = LATENESS_BOUNDS_MS
+            .iter()
+            .position(|&b| ms <= b)
+            .unwrap_or(LATENESS_BOUNDS_MS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts, Prometheus style: `(le, count)`, the last with `le = None` (+Inf).
+    pub fn cumulative(&self) -> Vec<(Option<u64>, u64)> {
+        let mut total = 0;
+        let mut out = Vec::with_capacity(self.buckets.len());
+        for (i, b) in self.buckets.iter().enumerate() {
+            total += b.load(Ordering::Relaxed);
+            out.push((LATENESS_BOUNDS_MS.get(i).copied(), total));
+        }
+        out
+    }
+
+    /// The smallest bucket bound at or under which `q` (0–1) of the jobs were enqueued;
+    /// `None` without data or when that quantile is past the last bound.
+    pub fn quantile_bound_ms(&self, q: f64) -> Option<u64> {
+        let c = self.cumulative();
+        let total = c.last().map(|x| x.1).unwrap_or(0);
+        if total == 0 {
+            return None;
+        }
+        let want = (q * total as f64).ceil() as u64;
+        c.into_iter().find(|(_, n)| *n >= want).and_then(|(le, _)| le)
+    }
 }
 
 impl Stats {
@@ -81,6 +128,7 @@ impl Stats {
                 "collector_posted_points_total",
                 "points pushed to metrics.send.queue by POST /post",
             ),
+            lateness: Arc::new(Lateness::default()),
             metrics: m,
         }
     }
@@ -101,6 +149,13 @@ impl Stats {
             "runs_active": self.runs_active.get(),
             "results_pushed": self.results_pushed.get(),
             "posted_points": self.posted_points.get(),
+            "schedule_lateness_ms": {
+                "buckets": self.lateness.cumulative().into_iter().map(|(le, n)| {
+                    serde_json::json!({ "le": le.map_or("+Inf".to_string(), |b| b.to_string()), "count": n })
+                }).collect::<Vec<_>>(),
+                "p50_le": self.lateness.quantile_bound_ms(0.50),
+                "p99_le": self.lateness.quantile_bound_ms(0.99),
+            },
         })
     }
 }
@@ -108,5 +163,25 @@ impl Stats {
 impl Default for Stats {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lateness_quantiles_are_bucket_bounds() {
+        let l = Lateness::default();
+        assert_eq!(l.quantile_bound_ms(0.99), None);
+        for _ in 0..98 {
+            l.record(0);
+        }
+        l.record(7);
+        l.record(3_000);
+        assert_eq!(l.quantile_bound_ms(0.5), Some(1));
+        assert_eq!(l.quantile_bound_ms(0.99), Some(10));
+        assert_eq!(l.quantile_bound_ms(1.0), None, "past the last bound");
+        assert_eq!(l.cumulative().last(), Some(&(None, 100)));
     }
 }

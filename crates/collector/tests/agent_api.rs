@@ -1,6 +1,8 @@
 //! Every call of the agent HTTP API against a running collector and a real Redis, including
 //! bad parameters, missing or wrong tokens and path traversal.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

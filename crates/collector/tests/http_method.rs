@@ -1,6 +1,8 @@
 //! The HTTP method against an in-test server: basic and bearer auth, GET and POST with rendered
 //! placeholders, JSON field extraction, and each way a request can fail.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::path::Path;

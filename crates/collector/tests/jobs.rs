@@ -2,6 +2,8 @@
 //! stale queues are cleared, overlapping runs skipped, disabled collections left out, failures
 //! reported as `plugin.result`, malformed jobs dead-lettered.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! pipe, print garbage, print nothing, exit non-zero, print too much. Each must end in time,
 //! leave no process behind, and say what went wrong.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

@@ -222,6 +222,9 @@ pub struct CollectedData {
     /// Why the collection failed, when it did (points may then be empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The schedule slot the run belongs to, float epoch seconds (none for on-demand runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<f64>,
 }
 
 /// A metric field value.

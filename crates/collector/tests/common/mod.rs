@@ -1,6 +1,6 @@
 //! A collector started in-process on a private Redis, with a plugin directory of scripts.
 
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used, dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
