@@ -162,6 +162,74 @@ pub async fn run_once(shared: &Shared, collection: &Collection, ask: Ask) -> Col
     }
 }
 
+/// A popped job this process can run.
+struct Work {
+    collection: Arc<Collection>,
+    job: CollectionJob,
+    payload: Vec<u8>,
+    guard: String,
+}
+
+/// Decode `batch`: malformed jobs are dead-lettered, jobs of unknown collections dropped.
+async fn usable_jobs(shared: &Shared, jobs: &Queue, batch: Vec<Vec<u8>>) -> Vec<Work> {
+    let defs = shared.definitions();
+    let mut work = Vec::with_capacity(batch.len());
+    for payload in batch {
+        let job: CollectionJob = match serde_json::from_slice(&payload) {
+            Ok(j) => j,
+            Err(e) => {
+                shared.stats.jobs_dead.inc();
+                let reason = format!("not a collection job: {e}");
+                if let Err(e) = jobs.dead_letter(&shared.id, &payload, &reason, 10_000).await {
+                    tracing::warn!(error = %e, "cannot dead-letter a malformed job");
+                }
+                continue;
+            }
+        };
+        match defs.get(&job.plugin, &job.collection) {
+            Some(c) => work.push(Work {
+                collection: c.clone(),
+                guard: names::collector_running(&job.plugin, &job.collection, &job.target),
+                job,
+                payload,
+            }),
+            None => {
+                shared.stats.jobs_unknown.inc();
+                tracing::debug!(plugin = %job.plugin, collection = %job.collection, "job for an unknown collection dropped");
+            }
+        }
+    }
+    work
+}
+
+/// Put jobs this process will not run back at the consumers' end of the queue (oldest first
+/// out again), releasing their guards when this process holds them.
+async fn hand_back(shared: &Shared, jobs: &Queue, work: Vec<Work>, guards_held: bool) {
+    if work.is_empty() {
+        return;
+    }
+    let mut pipe = redis::pipe();
+    let mut push = redis::cmd("RPUSH");
+    push.arg(jobs.name());
+    let mut del = redis::cmd("DEL");
+    // RPUSH appends at the popping end: push the oldest last so it is popped first.
+    for w in work.iter().rev() {
+        push.arg(&w.payload);
+    }
+    for w in &work {
+        del.arg(&w.guard);
+    }
+    pipe.add_command(push).ignore();
+    if guards_held {
+        pipe.add_command(del).ignore();
+    }
+    let mut c = shared.redis.conn();
+    match pipe.query_async::<()>(&mut c).await {
+        Ok(()) => tracing::info!(jobs = work.len(), "jobs not started handed back to collector.job.queue"),
+        Err(e) => tracing::warn!(error = %e, jobs = work.len(), "cannot hand jobs back; they are lost (the next slot runs them again)"),
+    }
+}
+
 /// Consume `collector.job.queue` until `token` is cancelled; runs in progress then get
 /// `shutdown_grace` to finish and their results are pushed.
 pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
@@ -177,17 +245,15 @@ pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
     }
     .attempts();
     loop {
+        // Pop only while a run could start; then take the whole bulk, so that each freed permit
+        // starts the next job at once instead of after two round trips to Redis.
         let first = tokio::select! {
             _ = token.cancelled() => break,
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
-        let max = shared
-            .settings
-            .collection_bulk_size
-            .min(permits.available_permits() + 1);
         let batch = tokio::select! {
             _ = token.cancelled() => break,
-            b = jobs.pop_batch(max, Duration::from_secs(1)) => b,
+            b = jobs.pop_batch(shared.settings.collection_bulk_size, Duration::from_secs(1)) => b,
         };
         let batch = match batch {
             Ok(b) => {
@@ -204,71 +270,60 @@ pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
             }
         };
         shared.stats.jobs_taken.add(batch.len() as u64);
-        let defs = shared.definitions();
-        let mut work = Vec::with_capacity(batch.len());
-        for payload in batch {
-            let job: CollectionJob = match serde_json::from_slice(&payload) {
-                Ok(j) => j,
-                Err(e) => {
-                    shared.stats.jobs_dead.inc();
-                    let reason = format!("not a collection job: {e}");
-                    if let Err(e) = jobs.dead_letter(&shared.id, &payload, &reason, 10_000).await {
-                        tracing::warn!(error = %e, "cannot dead-letter a malformed job");
-                    }
-                    continue;
-                }
-            };
-            match defs.get(&job.plugin, &job.collection) {
-                Some(c) => {
-                    let key = names::collector_running(&job.plugin, &job.collection, &job.target);
-                    work.push((c.clone(), job, key));
-                }
-                None => {
-                    shared.stats.jobs_unknown.inc();
-                    tracing::debug!(plugin = %job.plugin, collection = %job.collection, "job for an unknown collection dropped");
-                }
-            }
-        }
+        let work = usable_jobs(&shared, &jobs, batch).await;
         let keys: Vec<(String, Duration)> = work
             .iter()
-            .map(|(c, _, k)| (k.clone(), guard_ttl(&shared, c.timeout)))
+            .map(|w| (w.guard.clone(), guard_ttl(&shared, w.collection.timeout)))
             .collect();
         let taken = match take_guards(&shared, &keys).await {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!(error = %e, jobs = work.len(), "cannot take run guards; jobs dropped");
+                tracing::warn!(error = %e, jobs = work.len(), "cannot take run guards; jobs handed back");
+                hand_back(&shared, &jobs, work, false).await;
                 continue;
             }
         };
         let mut first = Some(first);
-        for ((collection, job, key), taken) in work.into_iter().zip(taken) {
-            if !taken {
+        let mut waiting: std::collections::VecDeque<Work> = std::collections::VecDeque::new();
+        for (w, taken) in work.into_iter().zip(taken) {
+            if taken {
+                waiting.push_back(w);
+            } else {
                 shared.stats.runs_skipped.inc();
-                tracing::debug!(plugin = %job.plugin, collection = %job.collection, target = %job.target, "previous run still going: skipped");
-                continue;
+                tracing::debug!(plugin = %w.job.plugin, collection = %w.job.collection, target = %w.job.target, "previous run still going: skipped");
             }
+        }
+        while let Some(w) = waiting.pop_front() {
             let permit = match first.take() {
                 Some(p) => p,
-                None => match permits.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => break,
+                None => tokio::select! {
+                    _ = token.cancelled() => {
+                        waiting.push_front(w);
+                        break;
+                    }
+                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 },
             };
             let (shared, tx) = (shared.clone(), tx.clone());
             runs.spawn(async move {
                 let ask = Ask {
-                    target: job.target,
-                    correlation_info: job.correlation_info,
+                    target: w.job.target,
+                    correlation_info: w.job.correlation_info,
                     param: Vec::new(),
-                    timeout: collection.timeout,
+                    timeout: w.collection.timeout,
                     trigger: Trigger::Regular,
-                    scheduled_at: Some(job.scheduled_at),
+                    scheduled_at: Some(w.job.scheduled_at),
                 };
-                let data = run_once(&shared, &collection, ask).await;
+                let data = run_once(&shared, &w.collection, ask).await;
                 drop(permit);
                 let payload = serde_json::to_vec(&data).unwrap_or_default();
-                let _ = tx.send(Pending { payload, guard: key }).await;
+                let _ = tx.send(Pending { payload, guard: w.guard }).await;
             });
+        }
+        if !waiting.is_empty() {
+            // Shutting down: jobs not started go back for the other consumers.
+            hand_back(&shared, &jobs, waiting.into(), true).await;
+            break;
         }
     }
     runs.close();
