@@ -60,6 +60,11 @@ pub struct Finished {
 struct GroupGuard(Option<Pid>);
 
 impl GroupGuard {
+    /// Whether any process of the group is left (a group id cannot be reused while it is).
+    fn alive(&self) -> bool {
+        self.0.is_some_and(|pgid| killpg(pgid, None).is_ok())
+    }
+
     fn signal(&self, sig: Signal) {
         if let Some(pgid) = self.0 {
             // ESRCH: the group is already gone, which is what we want.
@@ -98,13 +103,23 @@ pub async fn run(exec: &Exec, limits: &RunLimits) -> std::io::Result<Finished> {
         Err(_) => {
             timed_out = true;
             guard.signal(Signal::SIGTERM);
-            match tokio::time::timeout(limits.kill_grace, child.wait()).await {
-                Ok(status) => status?,
-                Err(_) => {
-                    killed = true;
-                    guard.signal(Signal::SIGKILL);
-                    child.wait().await?
-                }
+            let grace_end = tokio::time::Instant::now() + limits.kill_grace;
+            let status = match tokio::time::timeout_at(grace_end, child.wait()).await {
+                Ok(status) => Some(status?),
+                Err(_) => None,
+            };
+            // The script may be gone while a member of its group ignores SIGTERM: the whole
+            // group gets the grace, then SIGKILL.
+            while status.is_some() && guard.alive() && tokio::time::Instant::now() < grace_end {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if status.is_none() || guard.alive() {
+                killed = true;
+                guard.signal(Signal::SIGKILL);
+            }
+            match status {
+                Some(s) => s,
+                None => child.wait().await?,
             }
         }
     };

@@ -216,3 +216,25 @@ async fn a_missing_program_is_a_spawn_failure() {
     let (out, _) = collect(dir.path(), "./nope.sh", "5").await;
     assert_eq!(out.failure.map(|f| f.kind), Some("spawn"));
 }
+
+#[tokio::test]
+async fn after_a_timeout_the_whole_group_is_killed_even_when_the_script_itself_obeyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("stubborn");
+    // The script dies on SIGTERM; its background child ignores SIGTERM and holds no pipe.
+    script(
+        dir.path(),
+        "obey.sh",
+        &format!(
+            "(trap '' TERM; exec sleep 120) >/dev/null 2>&1 &\necho $! > {}\nsleep 100",
+            pidfile.display()
+        ),
+    );
+    let (out, _) = collect(dir.path(), "obey.sh", "1").await;
+    assert_eq!(out.failure.map(|f| f.kind), Some("timeout"));
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(
+        ironwork_test_support::wait_for(Duration::from_secs(2), || !alive(pid)),
+        "a group member that ignored SIGTERM outlived the grace"
+    );
+}
