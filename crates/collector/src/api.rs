@@ -12,7 +12,7 @@
 //! | `POST /update` | reload the definitions (422 with every error; the old ones stay) |
 //! | `GET /me/ns` | the plugins this collector serves |
 //! | `GET /me/status` | version, uptime, leadership, counters |
-//! | `GET /log/offset?fpath=&offset=&num=` | `num` whole lines from byte `offset` of a file under `log_roots` |
+//! | `GET /log/offset?fpath=&offset=&num=` | `num` whole lines from byte `offset` of a file under `log_roots` (at most 8 MiB read, lines cut at 64 KiB) |
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -30,7 +30,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{guard_ttl, run_once, take_guards, Ask, Trigger};
+use crate::consumer::{run_once, Ask, Trigger};
+use crate::guard;
 use crate::points;
 use crate::shared::Shared;
 
@@ -297,9 +298,15 @@ fn collection<'a>(
 
 async fn run(shared: &Arc<Shared>, q: &HashMap<String, String>) -> Result<Reply, Refusal> {
     let defs = shared.definitions();
-    let c = collection(&defs, q)?;
+    let c = collection(&defs, q)?.clone();
     let target = match q.get("target").filter(|t| !t.is_empty()) {
-        Some(t) => t.clone(),
+        Some(t) if c.targets.contains(t) => t.clone(),
+        Some(t) => {
+            return Err(Refusal::bad(format!(
+                "target {t:?} is not one of the collection's targets ({})",
+                c.targets.join(", ")
+            )))
+        }
         None => c.targets.first().cloned().unwrap_or_default(),
     };
     let timeout = match q.get("timeout").filter(|t| !t.is_empty()) {
@@ -317,46 +324,49 @@ async fn run(shared: &Arc<Shared>, q: &HashMap<String, String>) -> Result<Reply,
         None => Vec::new(),
         Some(p) => shlex::split(p).ok_or_else(|| Refusal::bad(format!("param {p:?}: unbalanced quotes")))?,
     };
-    let key = names::collector_running(&c.plugin, &c.name, &target);
-    let taken = take_guards(shared, &[(key.clone(), guard_ttl(shared, timeout))])
+    let taken = guard::take(shared, &[(&c.plugin, &c.name, &target, timeout)])
         .await
         .map_err(|e| Refusal(StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}")))?;
-    if taken.first() != Some(&true) {
+    let Some(held) = taken.into_iter().next().flatten() else {
         return Err(Refusal(StatusCode::CONFLICT, "plugin is running".into()));
-    }
-    let ask = Ask {
-        target,
-        correlation_info: c.correlation_info.clone(),
-        param,
-        timeout,
-        trigger: Trigger::Call,
-        scheduled_at: None,
     };
-    let data = run_once(shared, c, ask).await;
-    let payload = serde_json::to_vec(&data).unwrap_or_default();
-    let mut pipe = redis::pipe();
-    pipe.cmd("LPUSH")
-        .arg(names::COLLECTOR_DATA)
-        .arg(&payload)
-        .ignore()
-        .cmd("DEL")
-        .arg(&key)
-        .ignore();
-    let pushed = shared
-        .redis
-        .retry("push on-demand result", |mut conn| {
-            let pipe = &pipe;
-            async move { pipe.query_async::<()>(&mut conn).await }
-        })
-        .await;
-    if let Err(e) = pushed {
-        return Err(Refusal(
+    // In a task of its own: a client that hangs up does not abandon the run half-way, and the
+    // result is pushed and the guard released whatever happens to this request.
+    let task = tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            let ask = Ask {
+                target,
+                correlation_info: c.correlation_info.clone(),
+                param,
+                timeout,
+                trigger: Trigger::Call,
+                scheduled_at: None,
+            };
+            let data = run_once(&shared, &c, ask).await;
+            let payload = serde_json::to_vec(&data).unwrap_or_default();
+            let mut pipe = redis::pipe();
+            pipe.cmd("LPUSH").arg(names::COLLECTOR_DATA).arg(&payload).ignore();
+            guard::release_in(&mut pipe, std::slice::from_ref(&held));
+            let mut conn = shared.redis.conn();
+            let pushed = pipe.query_async::<()>(&mut conn).await;
+            match &pushed {
+                Ok(()) => shared.stats.results_pushed.inc(),
+                Err(e) => {
+                    tracing::warn!(error = %e, plugin = %c.plugin, collection = %c.name, "on-demand result not pushed")
+                }
+            }
+            (data, pushed.is_ok())
+        }
+    });
+    match task.await {
+        Ok((data, true)) => Ok(reply(StatusCode::OK, serde_json::to_value(&data).unwrap_or_default())),
+        Ok((_, false)) => Err(Refusal(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("ran, but cannot push the result: {e}"),
-        ));
+            "ran, but Redis did not take the result".into(),
+        )),
+        Err(e) => Err(Refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("run failed: {e}"))),
     }
-    shared.stats.results_pushed.inc();
-    Ok(reply(StatusCode::OK, serde_json::to_value(&data).unwrap_or_default()))
 }
 
 async fn enable(shared: &Shared, q: &HashMap<String, String>, on: bool) -> Result<Reply, Refusal> {
@@ -491,15 +501,22 @@ async fn log_offset(shared: &Shared, q: &HashMap<String, String>) -> Result<Repl
     ))
 }
 
-/// Up to `num` complete lines from byte `offset`, and the offset after the last one returned.
+/// Longest line `GET /log/offset` returns whole; longer ones are cut (and marked).
+const MAX_LINE: usize = 64 << 10;
+/// Most bytes one `GET /log/offset` reads.
+const MAX_READ: u64 = 8 << 20;
+
+/// Up to `num` complete lines from byte `offset` (reading at most [`MAX_READ`] bytes), and the
+/// offset after the last one returned. A line longer than [`MAX_LINE`] is cut and ends with `…`.
 fn read_lines(path: &Path, offset: u64, num: usize) -> std::io::Result<(Vec<String>, u64)> {
+    use std::io::Read;
     let mut f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();
     if offset > len {
         return Ok((Vec::new(), len));
     }
     f.seek(std::io::SeekFrom::Start(offset))?;
-    let mut reader = std::io::BufReader::new(f);
+    let mut reader = std::io::BufReader::new(f.take(MAX_READ));
     let mut lines = Vec::new();
     let mut next = offset;
     let mut buf = Vec::new();
@@ -511,7 +528,11 @@ fn read_lines(path: &Path, offset: u64, num: usize) -> std::io::Result<(Vec<Stri
         }
         next += n as u64;
         buf.pop();
-        lines.push(String::from_utf8_lossy(&buf).into_owned());
+        let mut line = String::from_utf8_lossy(&buf[..buf.len().min(MAX_LINE)]).into_owned();
+        if buf.len() > MAX_LINE {
+            line.push('…');
+        }
+        lines.push(line);
     }
     Ok((lines, next))
 }

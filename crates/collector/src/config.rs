@@ -92,9 +92,11 @@ impl Config {
                 settings = Some(read_settings(&mut r, file, true));
                 r.finish(UnknownKeys::Error);
             } else if let Some(id) = section.name.strip_prefix("collection:") {
-                let Some((plugin, name)) = id.split_once('.') else {
+                let valid =
+                    |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                let Some((plugin, name)) = id.split_once('.').filter(|(p, n)| valid(p) && valid(n)) else {
                     report.errors.push(
-                        ConfigError::new(file, "a collection section is [collection:<plugin>.<name>]")
+                        ConfigError::new(file, "a collection section is [collection:<plugin>.<name>], each made of letters, digits, '_' or '-'")
                             .in_section(&section.name)
                             .at_line(section.line),
                     );
@@ -229,6 +231,9 @@ pub fn read_settings(r: &mut SectionReader<'_>, file: &Path, redis_required: boo
     }
 }
 
+/// Longest run deadline a collection may ask for.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Default run deadline: the agents' `interval − 0.5 s` (capped at a minute), 10 s on demand.
 fn default_timeout(interval: Duration) -> Duration {
     if interval.is_zero() {
@@ -269,6 +274,7 @@ pub fn read_collection(r: &mut SectionReader<'_>, plugin: &str, name: &str, plug
         default_timeout(interval),
         |s| match ironwork_core::config::parse_duration(s)? {
             d if d.is_zero() => Err("must be above zero".into()),
+            d if d > MAX_TIMEOUT => Err("must be at most one hour".into()),
             d => Ok(d),
         },
     );
@@ -339,7 +345,8 @@ mod tests {
             "[collector]\nconcurrency = 0\n\
              [collection:p.a]\nplugin_dir = /tmp\nmethod = FTP\n\
              [collection:p.b]\nplugin_dir = /tmp\nmethod = SCRIPT\ninterval = 0.5\nbogus = 1\n\
-             [collection:nodot]\n",
+             [collection:nodot]\n[collection:p.]\n[collection:a.b.c]\n\
+             [collection:p.c]\nplugin_dir = /tmp\nmethod = TCP\nport = 1\ntimeout = 2h\n",
         )
         .unwrap_err()
         .to_string();
@@ -351,6 +358,9 @@ mod tests {
             "cmd_and_args",
             "bogus",
             "[collection:<plugin>.<name>]",
+            "[collection:p.]",
+            "[collection:a.b.c]",
+            "at most one hour",
         ] {
             assert!(e.contains(needle), "{needle} missing from:\n{e}");
         }

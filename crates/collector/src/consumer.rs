@@ -1,23 +1,29 @@
 //! The collection consumer, in every collector process: pops up to `collection_bulk_size` jobs
-//! at once, runs them concurrently under a semaphore of `concurrency` permits, and pushes the
-//! results to `collector.data.queue` in bulk.
+//! at once (never more than one round of runs beyond its free permits, so jobs stay visible to
+//! other consumers), runs them concurrently under a semaphore of `concurrency` permits, and
+//! pushes the results to `collector.data.queue` in bulk.
 //!
 //! A run of a (collection, target) still going when its next job arrives (here or on any other
-//! node) makes that job skipped and counted: the guard key `collector.running.<…>` is taken with
-//! `SET NX PX` for the whole batch in one pipeline and deleted with the result push.
+//! node) makes that job skipped and counted ([`crate::guard`]).
+//!
+//! SIGTERM: jobs not started go back to the queue; runs in progress get `shutdown_grace` to end
+//! and have their results pushed; past it they are aborted (their process groups killed), their
+//! guards released, and results Redis would not take are counted as lost in the log.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ironwork_core::backoff::Backoff;
 use ironwork_core::messages::{epoch_seconds, names, CollectedData, CollectionJob, DataPoint};
+use ironwork_core::metrics::Gauge;
 use ironwork_core::Queue;
 use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::collection::{Collection, Run};
+use crate::guard::{self, Guard};
 use crate::method::Outcome;
 use crate::shared::Shared;
 
@@ -26,8 +32,8 @@ use crate::shared::Shared;
 pub struct Pending {
     /// The serialized `CollectedData`.
     pub payload: Vec<u8>,
-    /// The guard key to delete once the result is pushed.
-    pub guard: String,
+    /// The run's guard, released with the push.
+    pub guard: Guard,
 }
 
 /// How a run was asked for: the `type` tag of `plugin.result`.
@@ -48,28 +54,6 @@ impl Trigger {
     }
 }
 
-/// How long a guard lives: a run's deadline plus the time its kill sequence may take.
-pub fn guard_ttl(shared: &Shared, timeout: Duration) -> Duration {
-    let l = &shared.settings.limits;
-    timeout + l.kill_grace + l.drain + Duration::from_secs(2)
-}
-
-/// Take the guards of `keys` in one round trip: true for each one taken.
-pub async fn take_guards(shared: &Shared, keys: &[(String, Duration)]) -> Result<Vec<bool>, redis::RedisError> {
-    let mut pipe = redis::pipe();
-    for (k, ttl) in keys {
-        pipe.cmd("SET")
-            .arg(k)
-            .arg(&shared.id)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis() as u64);
-    }
-    let mut c = shared.redis.conn();
-    let replies: Vec<Option<String>> = pipe.query_async(&mut c).await?;
-    Ok(replies.into_iter().map(|r| r.is_some()).collect())
-}
-
 /// One run to make: what a job (or an on-demand call) asks for.
 #[derive(Debug, Clone)]
 pub struct Ask {
@@ -87,34 +71,41 @@ pub struct Ask {
     pub scheduled_at: Option<f64>,
 }
 
+/// Counts one run in progress for as long as it lives, however it ends (dropped included).
+struct Active(Gauge);
+
+impl Active {
+    fn new(g: &Gauge) -> Self {
+        g.add(1);
+        Self(g.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.add(-1);
+    }
+}
+
 /// Run `collection` once as `ask` says and shape the result for `collector.data.queue`.
 pub async fn run_once(shared: &Shared, collection: &Collection, ask: Ask) -> CollectedData {
-    let Ask {
-        target,
-        correlation_info,
-        param,
-        timeout,
-        trigger,
-        scheduled_at,
-    } = ask;
-    let target = target.as_str();
-    let correlation_info = &correlation_info;
     let mut run = Run::new(
         collection,
-        target,
-        correlation_info,
+        &ask.target,
+        &ask.correlation_info,
         Arc::new(shared.settings.limits.clone()),
     );
-    run.param = param;
-    run.timeout = timeout;
-    shared.stats.runs_active.add(1);
+    run.param = ask.param;
+    run.timeout = ask.timeout;
+    let active = Active::new(&shared.stats.runs_active);
     // Probes honour their own deadline; this outer one only catches a probe that does not.
-    let outer = guard_ttl(shared, timeout);
+    let outer = guard::outer_timeout(&shared.settings.limits, ask.timeout);
     let outcome = match tokio::time::timeout(outer, collection.probe.collect(&run)).await {
         Ok(o) => o,
         Err(_) => Outcome::failed("timeout", format!("no result within {outer:?}")),
     };
-    shared.stats.runs_active.add(-1);
+    drop(active);
+    let target = ask.target.as_str();
     let Outcome { mut points, failure } = outcome;
     let error = match failure {
         None => {
@@ -135,7 +126,7 @@ pub async fn run_once(shared: &Shared, collection: &Collection, ask: Ask) -> Col
                 ("ns", collection.plugin.as_str()),
                 ("name", collection.name.as_str()),
                 ("target", target),
-                ("type", trigger.as_str()),
+                ("type", ask.trigger.as_str()),
                 ("reason", f.kind),
             ]
             .into_iter()
@@ -155,10 +146,10 @@ pub async fn run_once(shared: &Shared, collection: &Collection, ask: Ask) -> Col
         collection: collection.name.clone(),
         target: target.to_string(),
         collected_at: epoch_seconds(),
-        correlation_info: correlation_info.clone(),
+        correlation_info: ask.correlation_info,
         points,
         error,
-        scheduled_at,
+        scheduled_at: ask.scheduled_at,
     }
 }
 
@@ -167,7 +158,6 @@ struct Work {
     collection: Arc<Collection>,
     job: CollectionJob,
     payload: Vec<u8>,
-    guard: String,
 }
 
 /// Decode `batch`: malformed jobs are dead-lettered, jobs of unknown collections dropped.
@@ -189,7 +179,6 @@ async fn usable_jobs(shared: &Shared, jobs: &Queue, batch: Vec<Vec<u8>>) -> Vec<
         match defs.get(&job.plugin, &job.collection) {
             Some(c) => work.push(Work {
                 collection: c.clone(),
-                guard: names::collector_running(&job.plugin, &job.collection, &job.target),
                 job,
                 payload,
             }),
@@ -202,58 +191,65 @@ async fn usable_jobs(shared: &Shared, jobs: &Queue, batch: Vec<Vec<u8>>) -> Vec<
     work
 }
 
-/// Put jobs this process will not run back at the consumers' end of the queue (oldest first
-/// out again), releasing their guards when this process holds them.
-async fn hand_back(shared: &Shared, jobs: &Queue, work: Vec<Work>, guards_held: bool) {
+/// Put jobs this process will not run back at the consumers' end of the queue (oldest out
+/// first again), releasing their guards.
+async fn hand_back(shared: &Shared, jobs: &Queue, work: Vec<(Work, Guard)>) {
     if work.is_empty() {
         return;
     }
     let mut pipe = redis::pipe();
     let mut push = redis::cmd("RPUSH");
     push.arg(jobs.name());
-    let mut del = redis::cmd("DEL");
     // RPUSH appends at the popping end: push the oldest last so it is popped first.
-    for w in work.iter().rev() {
+    for (w, _) in work.iter().rev() {
         push.arg(&w.payload);
     }
-    for w in &work {
-        del.arg(&w.guard);
-    }
     pipe.add_command(push).ignore();
-    if guards_held {
-        pipe.add_command(del).ignore();
-    }
+    let guards: Vec<Guard> = work.iter().map(|(_, g)| g.clone()).collect();
+    guard::release_in(&mut pipe, &guards);
     let mut c = shared.redis.conn();
-    match pipe.query_async::<()>(&mut c).await {
-        Ok(()) => tracing::info!(jobs = work.len(), "jobs not started handed back to collector.job.queue"),
-        Err(e) => tracing::warn!(error = %e, jobs = work.len(), "cannot hand jobs back; they are lost (the next slot runs them again)"),
+    match tokio::time::timeout(Duration::from_secs(5), pipe.query_async::<()>(&mut c)).await {
+        Ok(Ok(())) => tracing::info!(jobs = work.len(), "jobs not started handed back to collector.job.queue"),
+        _ => tracing::warn!(
+            jobs = work.len(),
+            "cannot hand jobs back; they are lost (the next slot runs them again)"
+        ),
     }
 }
 
-/// Consume `collector.job.queue` until `token` is cancelled; runs in progress then get
-/// `shutdown_grace` to finish and their results are pushed.
+/// Runs in progress, by guard token: what to release if they must be aborted.
+type InFlight = Arc<Mutex<HashMap<String, Guard>>>;
+
+/// Consume `collector.job.queue` until `token` is cancelled, then drain as the module header says.
 pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
     let jobs = Queue::new(&shared.redis, names::COLLECTOR_JOB);
-    let permits = Arc::new(Semaphore::new(shared.settings.concurrency));
+    let concurrency = shared.settings.concurrency;
+    let permits = Arc::new(Semaphore::new(concurrency));
     // Full: finished runs wait to hand over their result (so new runs wait for permits).
     let (tx, rx) = mpsc::channel::<Pending>(shared.settings.result_batch * 2);
-    let pusher = tokio::spawn(push_results(shared.clone(), rx));
-    let runs = TaskTracker::new();
+    let give_up = CancellationToken::new();
+    let mut pusher = tokio::spawn(push_results(shared.clone(), rx, give_up.clone()));
+    let mut runs = JoinSet::new();
+    let in_flight: InFlight = Arc::default();
     let mut backoff = Backoff {
         initial: Duration::from_millis(100),
         ..Backoff::default()
     }
     .attempts();
     loop {
-        // Pop only while a run could start; then take the whole bulk, so that each freed permit
-        // starts the next job at once instead of after two round trips to Redis.
+        // Reap finished run tasks so the set does not grow.
+        while runs.try_join_next().is_some() {}
         let first = tokio::select! {
             _ = token.cancelled() => break,
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
+        let max = shared
+            .settings
+            .collection_bulk_size
+            .min(permits.available_permits() + 1 + concurrency);
         let batch = tokio::select! {
             _ = token.cancelled() => break,
-            b = jobs.pop_batch(shared.settings.collection_bulk_size, Duration::from_secs(1)) => b,
+            b = jobs.pop_batch(max, Duration::from_secs(1)) => b,
         };
         let batch = match batch {
             Ok(b) => {
@@ -271,40 +267,51 @@ pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
         };
         shared.stats.jobs_taken.add(batch.len() as u64);
         let work = usable_jobs(&shared, &jobs, batch).await;
-        let keys: Vec<(String, Duration)> = work
+        let wanted: Vec<(&str, &str, &str, Duration)> = work
             .iter()
-            .map(|w| (w.guard.clone(), guard_ttl(&shared, w.collection.timeout)))
+            .map(|w| {
+                (
+                    w.job.plugin.as_str(),
+                    w.job.collection.as_str(),
+                    w.job.target.as_str(),
+                    w.collection.timeout,
+                )
+            })
             .collect();
-        let taken = match take_guards(&shared, &keys).await {
+        let taken = match guard::take(&shared, &wanted).await {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!(error = %e, jobs = work.len(), "cannot take run guards; jobs handed back");
-                hand_back(&shared, &jobs, work, false).await;
+                tracing::warn!(error = %e, jobs = work.len(), "cannot take run guards; jobs dropped (the next slot runs them again)");
                 continue;
             }
         };
         let mut first = Some(first);
-        let mut waiting: std::collections::VecDeque<Work> = std::collections::VecDeque::new();
+        let mut waiting: VecDeque<(Work, Guard)> = VecDeque::new();
         for (w, taken) in work.into_iter().zip(taken) {
-            if taken {
-                waiting.push_back(w);
-            } else {
-                shared.stats.runs_skipped.inc();
-                tracing::debug!(plugin = %w.job.plugin, collection = %w.job.collection, target = %w.job.target, "previous run still going: skipped");
+            match taken {
+                Some(g) => waiting.push_back((w, g)),
+                None => {
+                    shared.stats.runs_skipped.inc();
+                    tracing::debug!(plugin = %w.job.plugin, collection = %w.job.collection, target = %w.job.target, "previous run still going: skipped");
+                }
             }
         }
-        while let Some(w) = waiting.pop_front() {
+        while let Some((w, g)) = waiting.pop_front() {
             let permit = match first.take() {
                 Some(p) => p,
                 None => tokio::select! {
                     _ = token.cancelled() => {
-                        waiting.push_front(w);
+                        waiting.push_front((w, g));
                         break;
                     }
                     p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 },
             };
-            let (shared, tx) = (shared.clone(), tx.clone());
+            let (shared, tx, in_flight) = (shared.clone(), tx.clone(), in_flight.clone());
+            in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(g.token.clone(), g.clone());
             runs.spawn(async move {
                 let ask = Ask {
                     target: w.job.target,
@@ -317,28 +324,48 @@ pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
                 let data = run_once(&shared, &w.collection, ask).await;
                 drop(permit);
                 let payload = serde_json::to_vec(&data).unwrap_or_default();
-                let _ = tx.send(Pending { payload, guard: w.guard }).await;
+                // From here the pusher owns the guard.
+                in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&g.token);
+                let _ = tx.send(Pending { payload, guard: g }).await;
             });
         }
         if !waiting.is_empty() {
             // Shutting down: jobs not started go back for the other consumers.
-            hand_back(&shared, &jobs, waiting.into(), true).await;
+            hand_back(&shared, &jobs, waiting.into()).await;
             break;
         }
     }
-    runs.close();
-    if !ironwork_core::shutdown::drain(&runs, shared.settings.shutdown_grace).await {
+
+    let grace = shared.settings.shutdown_grace;
+    let deadline = tokio::time::Instant::now() + grace;
+    let drained = tokio::time::timeout_at(deadline, async { while runs.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
         tracing::warn!(
-            "runs still going at the end of the grace period were abandoned (their process groups are killed)"
+            runs = runs.len(),
+            ?grace,
+            "runs still going at the end of the grace period: aborted (their process groups are killed)"
         );
+        runs.abort_all();
+        while runs.join_next().await.is_some() {}
+        let left: Vec<Guard> = in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, g)| g)
+            .collect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), guard::release(&shared, &left)).await;
     }
     drop(tx);
-    let _ = pusher.await;
+    if tokio::time::timeout_at(deadline, &mut pusher).await.is_err() {
+        give_up.cancel();
+        let _ = pusher.await;
+    }
 }
 
-/// Push results in bulk (one `LPUSH` and one `DEL` of guards per batch), retrying while Redis
-/// is away; ends when every sender is gone and the channel is empty.
-pub async fn push_results(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>) {
+/// Push results in bulk (one `LPUSH` and the guard releases per batch), retrying while Redis
+/// is away; ends when every sender is gone and the channel is empty, or at `give_up` (the
+/// results not pushed are then logged as lost).
+pub async fn push_results(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>, give_up: CancellationToken) {
     let max = shared.settings.result_batch;
     let mut backoff = Backoff {
         initial: Duration::from_millis(100),
@@ -350,15 +377,24 @@ pub async fn push_results(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>) 
         let mut pipe = redis::pipe();
         let mut push = redis::cmd("LPUSH");
         push.arg(names::COLLECTOR_DATA);
-        let mut del = redis::cmd("DEL");
         for r in &batch {
             push.arg(&r.payload);
-            del.arg(&r.guard);
         }
-        pipe.add_command(push).ignore().add_command(del).ignore();
+        pipe.add_command(push).ignore();
+        let guards: Vec<Guard> = batch.iter().map(|r| r.guard.clone()).collect();
+        guard::release_in(&mut pipe, &guards);
         loop {
             let mut c = shared.redis.conn();
-            match pipe.query_async::<()>(&mut c).await {
+            let attempt = tokio::select! {
+                r = pipe.query_async::<()>(&mut c) => r,
+                _ = give_up.cancelled() => {
+                    rx.close();
+                    let lost = batch.len() + rx.len();
+                    tracing::error!(results = lost, "shutting down with Redis unreachable: results lost");
+                    return;
+                }
+            };
+            match attempt {
                 Ok(()) => {
                     shared.stats.results_pushed.add(batch.len() as u64);
                     backoff.reset();
@@ -366,7 +402,10 @@ pub async fn push_results(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>) 
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, results = batch.len(), "cannot push results; retrying");
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = give_up.cancelled() => {}
+                    }
                 }
             }
         }

@@ -12,7 +12,7 @@
 //! - [`runner`]: process-group execution with caps, deadline, SIGTERM → SIGKILL, reaping.
 //! - [`points`]: the agents' `{"name","timestamp","tags","value"}` format.
 //! - [`schedule`] and [`manager`]: phase-keeping due times; the leader's enqueue loop.
-//! - [`consumer`]: bulk pops, concurrent runs, bulk result pushes, overlap guards.
+//! - [`consumer`]: bulk pops, concurrent runs, bulk result pushes; [`guard`]: overlap guards.
 //! - [`api`]: the agent HTTP API; [`shared`] and [`stats`]: what they share.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -21,6 +21,7 @@ pub mod api;
 pub mod collection;
 pub mod config;
 pub mod consumer;
+pub mod guard;
 pub mod manager;
 pub mod method;
 pub mod points;

@@ -73,8 +73,16 @@ async fn lead(shared: &Shared, leader: &mut watch::Receiver<bool>, token: &Cance
         }
         if tokio::time::Instant::now() >= next_check {
             next_check = tokio::time::Instant::now() + trigger;
-            clear_if_stale(shared, &jobs, trigger).await;
-            if let Some(d) = refresh_disabled(shared).await {
+            // Leadership lost or shutdown mid-way: stop before touching the queue.
+            let checked = tokio::select! {
+                _ = token.cancelled() => return,
+                _ = leader.wait_for(|l| !*l) => return,
+                d = async {
+                    clear_if_stale(shared, &jobs, trigger).await;
+                    refresh_disabled(shared).await
+                } => d,
+            };
+            if let Some(d) = checked {
                 disabled = d;
             }
         }
@@ -102,7 +110,12 @@ async fn lead(shared: &Shared, leader: &mut watch::Receiver<bool>, token: &Cance
             };
             payloads.push(serde_json::to_vec(&job).unwrap_or_default());
         }
-        match jobs.push_batch(&payloads).await {
+        let pushed = tokio::select! {
+            _ = token.cancelled() => return,
+            _ = leader.wait_for(|l| !*l) => return,
+            r = jobs.push_batch(&payloads) => r,
+        };
+        match pushed {
             Ok(_) => {
                 shared.stats.jobs_enqueued.add(payloads.len() as u64);
                 let pushed = now_ms();

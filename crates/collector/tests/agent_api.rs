@@ -270,3 +270,38 @@ fn log_offset_reads_whole_lines_inside_the_log_roots_only() {
     let r = q(&format!("fpath={}&offset=-1", log.display()));
     assert_eq!(r.status, 400);
 }
+
+#[test]
+fn a_client_that_hangs_up_does_not_leave_the_collection_running() {
+    use std::io::Write;
+    let a = agent();
+    let mut s = std::net::TcpStream::connect(&a.addr).unwrap();
+    write!(
+        s,
+        "POST /plugins/run?ns=demo&repo=slow HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-length: 0\r\n\r\n",
+        a.api_token
+    )
+    .unwrap();
+    assert!(wait_for(Duration::from_secs(5), || a.get("/me/status").json()
+        ["counters"]["runs_active"]
+        == 1));
+    drop(s);
+    // The run goes on to its end, its result is pushed and the collection is free again.
+    assert!(wait_for(Duration::from_secs(5), || a.llen("collector.data.queue") == 1));
+    assert!(wait_for(Duration::from_secs(2), || a.get("/me/status").json()
+        ["counters"]["runs_active"]
+        == 0));
+    assert_eq!(
+        a.redis.cli(&["EXISTS", "collector.running.demo.slow.localhost"]).trim(),
+        "0"
+    );
+    assert_eq!(a.post("/plugins/run?ns=demo&repo=slow", b"").status, 200);
+}
+
+#[test]
+fn on_demand_targets_are_the_collections_own() {
+    let a = agent();
+    let r = a.post("/plugins/run?ns=demo&repo=echo&target=evil.example", b"");
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("alpha, beta"), "{}", r.text());
+}

@@ -159,8 +159,14 @@ fn sigterm_style_stop_finishes_runs_in_progress_and_pushes_them() {
         &[("slow.sh", "sleep 1; echo '[{\"name\":\"late\",\"value\":1}]'")],
     );
     // Queue a job by hand (an on-demand collection is never scheduled).
-    let job = r#"{"plugin":"p","collection":"slow","target":"localhost","scheduled_at":1.0,"correlation_info":{}}"#;
-    a.redis.cli(&["LPUSH", "collector.job.queue", job]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let job = format!(
+        r#"{{"plugin":"p","collection":"slow","target":"localhost","scheduled_at":{now},"correlation_info":{{}}}}"#
+    );
+    a.redis.cli(&["LPUSH", "collector.job.queue", &job]);
     assert!(wait_for(Duration::from_secs(5), || counter(&a, "runs_active") == 1));
     a.stop();
     assert_eq!(
@@ -173,4 +179,77 @@ fn sigterm_style_stop_finishes_runs_in_progress_and_pushes_them() {
         "0",
         "the lease was released"
     );
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn push_job(a: &Agent, collection: &str) {
+    let job = format!(
+        r#"{{"plugin":"p","collection":"{collection}","target":"localhost","scheduled_at":{},"correlation_info":{{}}}}"#,
+        now()
+    );
+    a.redis.cli(&["LPUSH", "collector.job.queue", &job]);
+}
+
+#[test]
+fn runs_past_the_grace_period_are_aborted_their_groups_killed_and_guards_released() {
+    let mut a = Agent::start(
+        RedisServer::start(),
+        "shutdown_grace = 1s\n",
+        "[collection:p.long]\nplugin_dir = @PLUGIN@\nmethod = SCRIPT\ninterval = 0\ntimeout = 30\ncmd_and_args = long.sh\n",
+        &[("long.sh", "echo $$ > pid; sleep 20")],
+    );
+    push_job(&a, "long");
+    assert!(wait_for(Duration::from_secs(5), || counter(&a, "runs_active") == 1));
+    let pidfile = a.plugin_dir().join("pid");
+    assert!(wait_for(Duration::from_secs(5), || pidfile.exists()));
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let t = std::time::Instant::now();
+    a.stop();
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "stop took {:?} with a 1 s grace",
+        t.elapsed()
+    );
+    assert!(
+        wait_for(Duration::from_secs(2), || !std::path::Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |s| s.contains(") Z"))),
+        "the aborted run's script still runs"
+    );
+    assert_eq!(
+        a.redis.cli(&["EXISTS", "collector.running.p.long.localhost"]).trim(),
+        "0",
+        "the aborted run's guard was released"
+    );
+}
+
+#[test]
+fn shutdown_with_redis_gone_still_ends_within_the_grace() {
+    let mut a = Agent::start(
+        RedisServer::start(),
+        "shutdown_grace = 2s\n",
+        "[collection:p.tick]\nplugin_dir = @PLUGIN@\nmethod = SCRIPT\ninterval = 2\ntimeout = 3\ncmd_and_args = tick.sh\n",
+        &[("tick.sh", "sleep 1; echo '[{\"name\":\"tick\",\"value\":1}]'")],
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || counter(&a, "runs_ok") >= 1),
+        "{}",
+        a.get("/me/status").text()
+    );
+    // Redis goes away during a run: its result cannot be pushed.
+    assert!(wait_for(Duration::from_secs(5), || counter(&a, "runs_active") == 1));
+    a.redis.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = std::time::Instant::now();
+    a.stop();
+    assert!(t.elapsed() < Duration::from_secs(8), "stop took {:?}", t.elapsed());
 }

@@ -133,6 +133,9 @@ fn one_manager_and_the_other_takes_over_after_a_sigkill() {
     );
     let took = killed_at.elapsed();
     eprintln!("takeover after SIGKILL: {took:?} (lease TTL {ttl:?})");
+    assert!(redis
+        .cli(&["GET", "collector.manager.lease"])
+        .contains(&format!(".{}.", follower.child.id())));
     assert!(
         took <= ttl + ttl / 3 + Duration::from_millis(700),
         "takeover took {took:?}"
@@ -152,6 +155,30 @@ fn one_manager_and_the_other_takes_over_after_a_sigkill() {
             .unwrap()
             >= n + 3
     }));
+
+    // Every slot of every target was enqueued once, before and after the takeover, and the
+    // new leader kept the old one's phase.
+    let raw = redis.cli(&["LRANGE", "collector.data.queue", "0", "-1"]);
+    let mut slots: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for line in raw.lines().filter(|l| !l.is_empty()) {
+        let d: serde_json::Value = serde_json::from_str(line).unwrap();
+        slots
+            .entry(d["target"].as_str().unwrap().to_string())
+            .or_default()
+            .push(d["scheduled_at"].as_f64().unwrap());
+    }
+    assert_eq!(slots.len(), 3);
+    for (target, mut at) in slots {
+        at.sort_by(f64::total_cmp);
+        for pair in at.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap > 0.5, "{target}: slot {} enqueued twice", pair[0]);
+            assert!(
+                (gap - gap.round()).abs() < 0.002,
+                "{target}: phase moved ({gap} s between slots)"
+            );
+        }
+    }
 
     // SIGTERM: exit 0, lease released.
     let mut follower = follower;

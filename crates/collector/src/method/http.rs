@@ -93,6 +93,9 @@ pub fn compile(r: &mut SectionReader<'_>) -> Arc<dyn Probe> {
     })
 }
 
+/// Largest answer read.
+const MAX_ANSWER: usize = 8 << 20;
+
 #[derive(Debug)]
 struct Http {
     url: String,
@@ -105,7 +108,7 @@ struct Http {
     expect_status: Option<u16>,
 }
 
-/// `http://host[:port]/path` → (host, port, path-and-query).
+/// `http://host[:port]/path` → (host, port, path-and-query); IPv6 hosts in brackets.
 fn split_url(url: &str) -> Result<(String, u16, String), String> {
     let rest = url
         .strip_prefix("http://")
@@ -114,20 +117,35 @@ fn split_url(url: &str) -> Result<(String, u16, String), String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-            (h, p.parse::<u16>().map_err(|_| format!("{url}: bad port {p:?}"))?)
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(|| format!("{url}: unclosed ["))?;
+        match after.strip_prefix(':') {
+            Some(p) => (host, p),
+            None if after.is_empty() => (host, "80"),
+            None => return Err(format!("{url}: bad authority")),
         }
-        _ => (authority, 80),
+    } else {
+        authority.rsplit_once(':').unwrap_or((authority, "80"))
     };
+    let port = port.parse::<u16>().map_err(|_| format!("{url}: bad port {port:?}"))?;
     if host.is_empty() {
         return Err(format!("{url}: no host"));
     }
-    Ok((
-        host.trim_matches(|c| c == '[' || c == ']').to_string(),
-        port,
-        path.to_string(),
-    ))
+    Ok((host.to_string(), port, path.to_string()))
+}
+
+/// The `Host` header for `host:port` (IPv6 in brackets, port 80 left out).
+fn host_header(host: &str, port: u16) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    if port == 80 {
+        host
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 impl Http {
@@ -146,14 +164,7 @@ impl Http {
         let mut req = Request::builder()
             .method(self.method.clone())
             .uri(path)
-            .header(
-                "host",
-                if port == 80 {
-                    host.clone()
-                } else {
-                    format!("{host}:{port}")
-                },
-            )
+            .header("host", host_header(&host, port))
             .header("user-agent", concat!("ironwork-collector/", env!("CARGO_PKG_VERSION")))
             .header("accept", "application/json");
         if let Some(a) = &self.auth {
@@ -177,11 +188,15 @@ impl Http {
             .await
             .map_err(|e| fail("connect", format!("{url}: {e}")))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| fail("connect", format!("{url}: reading the answer: {e}")))?
+            .map_err(|e| {
+                fail(
+                    "output",
+                    format!("{url}: reading the answer: {e} (at most {MAX_ANSWER} bytes)"),
+                )
+            })?
             .to_bytes();
         conn.abort();
         Ok((status, body))
@@ -297,6 +312,9 @@ mod tests {
         );
         assert_eq!(split_url("http://h").unwrap(), ("h".into(), 80, "/".into()));
         assert_eq!(split_url("http://[::1]:81/x").unwrap(), ("::1".into(), 81, "/x".into()));
+        assert_eq!(split_url("http://[::1]/x").unwrap(), ("::1".into(), 80, "/x".into()));
+        assert_eq!(host_header("::1", 81), "[::1]:81");
+        assert_eq!(host_header("h", 80), "h");
         assert!(split_url("https://h/").is_err());
         assert!(split_url("http://h:x/").is_err());
     }

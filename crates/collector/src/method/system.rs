@@ -38,8 +38,14 @@ const ITEMS: [&str; 5] = ["cpu", "memory", "load", "disk", "network"];
 /// The CPU modes reported, in `/proc/stat` order.
 const CPU_MODES: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
 
-/// Compile a `SYSTEM` section: there is nothing to read.
-pub fn compile(_r: &mut SectionReader<'_>) -> Arc<dyn Probe> {
+/// Compile a `SYSTEM` section: nothing of its own, but its `items` are checked here so an
+/// unknown one refuses the section instead of failing every run.
+pub fn compile(r: &mut SectionReader<'_>) -> Arc<dyn Probe> {
+    for item in r.str("items").map(super::split_list).unwrap_or_default() {
+        if !ITEMS.iter().any(|known| known.eq_ignore_ascii_case(&item)) {
+            r.error("items", format!("unknown item {item:?} (known: {})", ITEMS.join(", ")));
+        }
+    }
     Arc::new(System)
 }
 
@@ -307,6 +313,18 @@ fn network(dev: &str) -> Vec<Value> {
 mod tests {
     use super::*;
     use crate::method::testing;
+
+    #[test]
+    fn unknown_items_refuse_the_section() {
+        let (_, errors) = testing::compile(compile, "items = cpu, Memory");
+        assert!(errors.is_empty(), "{errors:?}");
+        let (_, errors) = testing::compile(compile, "items = cpu, disks");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("items") && errors[0].contains("\"disks\""),
+            "{errors:?}"
+        );
+    }
 
     fn find<'a>(values: &'a [Value], name: &str) -> &'a Value {
         values
