@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,7 @@ class Redis:
         if not shutil.which("redis-server"):
             raise BenchError("redis-server missing: apt-get install -y redis-server")
         self.sock = workdir / "redis.sock"
+        self.conn: socket.socket | None = None
         self.proc = subprocess.Popen(
             ["redis-server", "--port", "0", "--unixsocket", str(self.sock), "--save", "",
              "--appendonly", "no", "--dir", str(workdir)],
@@ -66,7 +68,17 @@ class Redis:
         return out.stdout.decode().strip()
 
     def llen(self, key: str) -> int:
-        return int(self.cli("LLEN", key) or 0)
+        """LLEN over one kept connection: polling through redis-cli would fork and exec a
+        process per poll, taking CPU from what is measured."""
+        if self.conn is None:
+            self.conn = socket.socket(socket.AF_UNIX)
+            self.conn.connect(str(self.sock))
+        k = key.encode()
+        self.conn.sendall(b"*2\r\n$4\r\nLLEN\r\n$%d\r\n%s\r\n" % (len(k), k))
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            reply += self.conn.recv(64)
+        return int(reply[1:].strip())
 
     def pipe(self, commands: list[list[str]]) -> None:
         """Send commands through `redis-cli --pipe` (RESP), in one go."""
@@ -80,6 +92,8 @@ class Redis:
                        capture_output=True, check=True)
 
     def stop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
         self.proc.terminate()
         self.proc.wait(timeout=10)
 

@@ -1,7 +1,7 @@
 //! The collection consumer, in every collector process: pops up to `collection_bulk_size` jobs
-//! at once (never more than one round of runs beyond its free permits, so jobs stay visible to
-//! other consumers), runs them concurrently under a semaphore of `concurrency` permits, and
-//! pushes the results to `collector.data.queue` in bulk.
+//! at once (never more than one round beyond its busy workers, so jobs stay visible to other
+//! consumers; the next batch is popped while the current runs go), runs them on `concurrency`
+//! workers (the cap on runs at once), and pushes the results to `collector.data.queue` in bulk.
 //!
 //! A run of a (collection, target) still going when its next job arrives (here or on any other
 //! node) makes that job skipped and counted ([`crate::guard`]).
@@ -18,7 +18,7 @@ use ironwork_core::backoff::Backoff;
 use ironwork_core::messages::{epoch_seconds, names, CollectedData, CollectionJob, DataPoint};
 use ironwork_core::metrics::Gauge;
 use ironwork_core::Queue;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -220,35 +220,90 @@ async fn hand_back(shared: &Shared, jobs: &Queue, work: Vec<(Work, Guard)>) {
 /// Runs in progress, by guard token: what to release if they must be aborted.
 type InFlight = Arc<Mutex<HashMap<String, Guard>>>;
 
+/// The jobs popped and guarded, waiting for a worker. Bounded to `concurrency`: the popper
+/// waits when it is full, so at most one round of jobs waits here beyond the busy workers.
+type Ready = Arc<tokio::sync::Mutex<mpsc::Receiver<(Work, Guard)>>>;
+
 /// Consume `collector.job.queue` until `token` is cancelled, then drain as the module header says.
+///
+/// `concurrency` worker tasks each take the next ready job, run it and hand the result to the
+/// pusher, then take the next: a finished run starts the next one in the same task, with no
+/// hop through a scheduler. One popper task keeps the ready channel filled from Redis.
 pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
     let jobs = Queue::new(&shared.redis, names::COLLECTOR_JOB);
     let concurrency = shared.settings.concurrency;
-    let permits = Arc::new(Semaphore::new(concurrency));
-    // Full: finished runs wait to hand over their result (so new runs wait for permits).
+    // Full: finished runs wait to hand over their result (so workers take no new job).
     let (tx, rx) = mpsc::channel::<Pending>(shared.settings.result_batch * 2);
     let give_up = CancellationToken::new();
     let mut pusher = tokio::spawn(push_results(shared.clone(), rx, give_up.clone()));
-    let mut runs = JoinSet::new();
+    let (ready_tx, ready_rx) = mpsc::channel::<(Work, Guard)>(concurrency);
+    let ready: Ready = Arc::new(tokio::sync::Mutex::new(ready_rx));
     let in_flight: InFlight = Arc::default();
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency {
+        workers.spawn(worker(
+            shared.clone(),
+            ready.clone(),
+            tx.clone(),
+            in_flight.clone(),
+            token.clone(),
+        ));
+    }
+    drop(tx);
+    pop_jobs(&shared, &jobs, &ready_tx, &token).await;
+
+    let grace = shared.settings.shutdown_grace;
+    let deadline = tokio::time::Instant::now() + grace;
+    let drained = tokio::time::timeout_at(deadline, async { while workers.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            runs = in_flight.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            ?grace,
+            "runs still going at the end of the grace period: aborted (their process groups are killed)"
+        );
+        workers.abort_all();
+        while workers.join_next().await.is_some() {}
+        let left: Vec<Guard> = in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, g)| g)
+            .collect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), guard::release(&shared, &left)).await;
+    }
+    // Jobs still ready were never started: back to the queue for the other consumers.
+    drop(ready_tx);
+    let mut unstarted = Vec::new();
+    {
+        let mut rx = ready.lock().await;
+        while let Ok(w) = rx.try_recv() {
+            unstarted.push(w);
+        }
+    }
+    hand_back(&shared, &jobs, unstarted).await;
+    if tokio::time::timeout_at(deadline, &mut pusher).await.is_err() {
+        give_up.cancel();
+        let _ = pusher.await;
+    }
+}
+
+/// Keep the ready channel filled: pop, decode, guard, send (waiting while it is full).
+async fn pop_jobs(shared: &Shared, jobs: &Queue, ready: &mpsc::Sender<(Work, Guard)>, token: &CancellationToken) {
     let mut backoff = Backoff {
         initial: Duration::from_millis(100),
         ..Backoff::default()
     }
     .attempts();
     loop {
-        // Reap finished run tasks so the set does not grow.
-        while runs.try_join_next().is_some() {}
-        let first = tokio::select! {
-            _ = token.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        // Pop only when there is room for the next round, and no more than that.
+        let room = tokio::select! {
+            _ = token.cancelled() => return,
+            p = ready.reserve() => match p { Ok(p) => p, Err(_) => return },
         };
-        let max = shared
-            .settings
-            .collection_bulk_size
-            .min(permits.available_permits() + 1 + concurrency);
+        let max = shared.settings.collection_bulk_size.min(ready.capacity() + 1);
+        drop(room);
         let batch = tokio::select! {
-            _ = token.cancelled() => break,
+            _ = token.cancelled() => return,
             b = jobs.pop_batch(max, Duration::from_secs(1)) => b,
         };
         let batch = match batch {
@@ -258,15 +313,14 @@ pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read collector.job.queue");
-                drop(first);
                 tokio::select! {
-                    _ = token.cancelled() => break,
+                    _ = token.cancelled() => return,
                     _ = tokio::time::sleep(backoff.next_delay()) => continue,
                 }
             }
         };
         shared.stats.jobs_taken.add(batch.len() as u64);
-        let work = usable_jobs(&shared, &jobs, batch).await;
+        let work = usable_jobs(shared, jobs, batch).await;
         let wanted: Vec<(&str, &str, &str, Duration)> = work
             .iter()
             .map(|w| {
@@ -278,87 +332,78 @@ pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
                 )
             })
             .collect();
-        let taken = match guard::take(&shared, &wanted).await {
+        let taken = match guard::take(shared, &wanted).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, jobs = work.len(), "cannot take run guards; jobs dropped (the next slot runs them again)");
                 continue;
             }
         };
-        let mut first = Some(first);
-        let mut waiting: VecDeque<(Work, Guard)> = VecDeque::new();
+        let mut guarded = VecDeque::new();
         for (w, taken) in work.into_iter().zip(taken) {
             match taken {
-                Some(g) => waiting.push_back((w, g)),
+                Some(g) => guarded.push_back((w, g)),
                 None => {
                     shared.stats.runs_skipped.inc();
                     tracing::debug!(plugin = %w.job.plugin, collection = %w.job.collection, target = %w.job.target, "previous run still going: skipped");
                 }
             }
         }
-        while let Some((w, g)) = waiting.pop_front() {
-            let permit = match first.take() {
-                Some(p) => p,
-                None => tokio::select! {
-                    _ = token.cancelled() => {
-                        waiting.push_front((w, g));
-                        break;
-                    }
-                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                },
+        while let Some(item) = guarded.pop_front() {
+            let permit = tokio::select! {
+                _ = token.cancelled() => None,
+                p = ready.reserve() => p.ok(),
             };
-            let (shared, tx, in_flight) = (shared.clone(), tx.clone(), in_flight.clone());
-            in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(g.token.clone(), g.clone());
-            runs.spawn(async move {
-                let ask = Ask {
-                    target: w.job.target,
-                    correlation_info: w.job.correlation_info,
-                    param: Vec::new(),
-                    timeout: w.collection.timeout,
-                    trigger: Trigger::Regular,
-                    scheduled_at: Some(w.job.scheduled_at),
-                };
-                let data = run_once(&shared, &w.collection, ask).await;
-                drop(permit);
-                let payload = serde_json::to_vec(&data).unwrap_or_default();
-                // From here the pusher owns the guard.
-                in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&g.token);
-                let _ = tx.send(Pending { payload, guard: g }).await;
-            });
-        }
-        if !waiting.is_empty() {
-            // Shutting down: jobs not started go back for the other consumers.
-            hand_back(&shared, &jobs, waiting.into()).await;
-            break;
+            match permit {
+                Some(p) => p.send(item),
+                None => {
+                    // Shutting down: jobs not started go back for the other consumers.
+                    guarded.push_front(item);
+                    hand_back(shared, jobs, guarded.into()).await;
+                    return;
+                }
+            }
         }
     }
+}
 
-    let grace = shared.settings.shutdown_grace;
-    let deadline = tokio::time::Instant::now() + grace;
-    let drained = tokio::time::timeout_at(deadline, async { while runs.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!(
-            runs = runs.len(),
-            ?grace,
-            "runs still going at the end of the grace period: aborted (their process groups are killed)"
-        );
-        runs.abort_all();
-        while runs.join_next().await.is_some() {}
-        let left: Vec<Guard> = in_flight
+/// One of the `concurrency` workers: take a ready job, run it, hand its result to the pusher.
+async fn worker(
+    shared: Arc<Shared>,
+    ready: Ready,
+    results: mpsc::Sender<Pending>,
+    in_flight: InFlight,
+    token: CancellationToken,
+) {
+    loop {
+        let next = {
+            let mut rx = ready.lock().await;
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => None,
+                w = rx.recv() => w,
+            }
+        };
+        let Some((w, g)) = next else { return };
+        in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .map(|(_, g)| g)
-            .collect();
-        let _ = tokio::time::timeout(Duration::from_secs(2), guard::release(&shared, &left)).await;
-    }
-    drop(tx);
-    if tokio::time::timeout_at(deadline, &mut pusher).await.is_err() {
-        give_up.cancel();
-        let _ = pusher.await;
+            .insert(g.token.clone(), g.clone());
+        let ask = Ask {
+            target: w.job.target,
+            correlation_info: w.job.correlation_info,
+            param: Vec::new(),
+            timeout: w.collection.timeout,
+            trigger: Trigger::Regular,
+            scheduled_at: Some(w.job.scheduled_at),
+        };
+        let data = run_once(&shared, &w.collection, ask).await;
+        let payload = serde_json::to_vec(&data).unwrap_or_default();
+        // From here the pusher owns the guard.
+        in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&g.token);
+        if results.send(Pending { payload, guard: g }).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
-use tokio::task::JoinHandle;
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
 
 use crate::collection::RunLimits;
 
@@ -93,96 +93,111 @@ pub async fn run(exec: &Exec, limits: &RunLimits) -> std::io::Result<Finished> {
         .kill_on_drop(true);
     let mut child = cmd.spawn()?;
     let mut guard = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw));
-    let stdout = reader(child.stdout.take(), limits.stdout_max);
-    let stderr = reader(child.stderr.take(), limits.stderr_max);
-
-    let mut timed_out = false;
-    let mut killed = false;
-    let status = match tokio::time::timeout(exec.timeout, child.wait()).await {
-        Ok(status) => status?,
-        Err(_) => {
-            timed_out = true;
-            guard.signal(Signal::SIGTERM);
-            let grace_end = tokio::time::Instant::now() + limits.kill_grace;
-            let status = match tokio::time::timeout_at(grace_end, child.wait()).await {
-                Ok(status) => Some(status?),
-                Err(_) => None,
-            };
-            // The script may be gone while a member of its group ignores SIGTERM: the whole
-            // group gets the grace, then SIGKILL.
-            while status.is_some() && guard.alive() && tokio::time::Instant::now() < grace_end {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            if status.is_none() || guard.alive() {
-                killed = true;
-                guard.signal(Signal::SIGKILL);
-            }
-            match status {
-                Some(s) => s,
-                None => child.wait().await?,
-            }
-        }
-    };
-
-    // The child is reaped. Its pipes close when every process holding them is gone; give
-    // lingering grandchildren `drain`, then kill what is left of the group.
-    let deadline = tokio::time::Instant::now() + limits.drain;
-    let (stdout, stderr) = (stdout, stderr);
-    let mut outputs = [stdout, stderr];
-    let mut results: [Option<(Vec<u8>, bool)>; 2] = [None, None];
-    for (i, handle) in outputs.iter_mut().enumerate() {
-        match tokio::time::timeout_at(deadline, &mut *handle).await {
-            Ok(r) => results[i] = Some(r.unwrap_or_default()),
-            Err(_) => {
-                killed = true;
-                guard.signal(Signal::SIGKILL);
-                // SIGKILL closes the holders' descriptors at once; a holder outside the group
-                // (setsid) is not ours to kill: stop reading from it.
-                match tokio::time::timeout(Duration::from_millis(200), &mut *handle).await {
-                    Ok(r) => results[i] = Some(r.unwrap_or_default()),
-                    Err(_) => {
-                        handle.abort();
-                        results[i] = Some((Vec::new(), false));
-                    }
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let mut out = Capped::new(limits.stdout_max);
+    let mut err = Capped::new(limits.stderr_max);
+    // Reading and waiting go on together in this task; the buffers outlive an abandoned read.
+    let exited = Notify::new();
+    let (exit, holders_killed) = {
+        let exit = async {
+            let r = wait_exit(&mut child, exec.timeout, limits.kill_grace, &guard).await;
+            exited.notify_one();
+            r
+        };
+        let reading = async {
+            let both = async { tokio::join!(out.fill(stdout), err.fill(stderr)) };
+            tokio::pin!(both);
+            tokio::select! {
+                _ = &mut both => false,
+                // The child is reaped but its pipes stay open: a grandchild holds them. It gets
+                // `drain`, then the group is killed; a holder outside the group (setsid) is not
+                // ours to kill, and after 200 ms more it is no longer read.
+                _ = async { exited.notified().await; tokio::time::sleep(limits.drain).await } => {
+                    guard.signal(Signal::SIGKILL);
+                    let _ = tokio::time::timeout(Duration::from_millis(200), &mut both).await;
+                    true
                 }
             }
-        }
-    }
+        };
+        tokio::join!(exit, reading)
+    };
+    let (status, timed_out, killed) = exit?;
     guard.0 = None;
-    let [out, err] = results;
-    let (stdout, stdout_truncated) = out.unwrap_or_default();
-    let (stderr, _) = err.unwrap_or_default();
     Ok(Finished {
         status,
-        stdout,
-        stdout_truncated,
-        stderr,
+        stdout: out.kept,
+        stdout_truncated: out.truncated,
+        stderr: err.kept,
         timed_out,
-        killed,
+        killed: killed || holders_killed,
         elapsed: started.elapsed(),
     })
 }
 
-/// Read `pipe` to its end, keeping the first `max` bytes: the rest is drained (so the writer
-/// never blocks on a full pipe) and reported as truncation.
-fn reader<R: AsyncRead + Unpin + Send + 'static>(pipe: Option<R>, max: usize) -> JoinHandle<(Vec<u8>, bool)> {
-    tokio::spawn(async move {
-        let Some(mut pipe) = pipe else {
-            return (Vec::new(), false);
-        };
-        let mut kept = Vec::new();
-        let mut truncated = false;
-        let mut buf = vec![0u8; 8192];
+/// Wait for `child` until `timeout`; then SIGTERM to the group, the grace for the whole group,
+/// SIGKILL to what is left. Returns the status, whether the deadline passed, whether SIGKILL
+/// was needed.
+async fn wait_exit(
+    child: &mut Child,
+    timeout: Duration,
+    kill_grace: Duration,
+    guard: &GroupGuard,
+) -> std::io::Result<(ExitStatus, bool, bool)> {
+    if let Ok(status) = tokio::time::timeout(timeout, child.wait()).await {
+        return Ok((status?, false, false));
+    }
+    guard.signal(Signal::SIGTERM);
+    let grace_end = tokio::time::Instant::now() + kill_grace;
+    let status = match tokio::time::timeout_at(grace_end, child.wait()).await {
+        Ok(status) => Some(status?),
+        Err(_) => None,
+    };
+    // The script may be gone while a member of its group ignores SIGTERM: the whole group gets
+    // the grace, then SIGKILL.
+    while status.is_some() && guard.alive() && tokio::time::Instant::now() < grace_end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed = status.is_none() || guard.alive();
+    if killed {
+        guard.signal(Signal::SIGKILL);
+    }
+    let status = match status {
+        Some(s) => s,
+        None => child.wait().await?,
+    };
+    Ok((status, true, killed))
+}
+
+/// One output stream: the first `max` bytes kept, the rest read and dropped (so the writer never
+/// blocks on a full pipe) and reported as truncation.
+struct Capped {
+    kept: Vec<u8>,
+    truncated: bool,
+    max: usize,
+}
+
+impl Capped {
+    fn new(max: usize) -> Self {
+        Self {
+            kept: Vec::new(),
+            truncated: false,
+            max,
+        }
+    }
+
+    /// Read `pipe` to its end into the buffer.
+    async fn fill<R: AsyncRead + Unpin>(&mut self, pipe: Option<R>) {
+        let Some(mut pipe) = pipe else { return };
+        let mut buf = [0u8; 4096];
         loop {
             match pipe.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let room = max.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
-                    truncated |= n > room;
+                    let room = self.max.saturating_sub(self.kept.len());
+                    self.kept.extend_from_slice(&buf[..n.min(room)]);
+                    self.truncated |= n > room;
                 }
             }
         }
-        (kept, truncated)
-    })
+    }
 }
