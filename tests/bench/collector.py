@@ -10,7 +10,7 @@
    queue) gives the p50/p99 bucket bounds; the results give the end-to-end lateness (slot to
    end of the run) from their scheduled_at and collected_at.
 
-Usage: python3 tests/bench/collector.py [--concurrency 4] [--jobs 20000] [--rounds 3]
+Usage: python3 tests/bench/collector.py [--concurrency 64] [--jobs 20000] [--rounds 3]
        [--lateness-seconds 60] [--no-build]
 Standard library, redis-server and redis-cli only.
 """
@@ -209,7 +209,8 @@ def lateness(binary: Path, workdir: Path, redis: Redis, concurrency: int, second
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--concurrency", type=int, default=64,
+                   help="runs at once, for both (default: the collector's default, 64)")
     p.add_argument("--jobs", type=int, default=20000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--lateness-seconds", type=float, default=60)

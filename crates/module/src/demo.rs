@@ -4,7 +4,8 @@
 //! writers' convention), and the demo shows them routed and processed, the file no rule
 //! matched kept in the trash with its tags, the Redis counters, a killed worker replaced, the
 //! status table, and an ordered stop. mflog2mfadmin runs too and ships the daemons' own logs
-//! into `es_sink`, the in-repo Elasticsearch-compatible `_bulk` sink, started for the demo.
+//! into `es_sink`, the in-repo Elasticsearch-compatible `_bulk` sink, started for the demo; the
+//! collector runs the demo plugin's collection and its agent API answers.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -60,10 +61,14 @@ async fn show(home: &Home) -> anyhow::Result<()> {
     let sink = DemoSink::start(&bins)?;
     println!("demo Elasticsearch (es_sink, the in-repo _bulk sink): {}", sink.url);
     let settings = std::fs::read_to_string(&ini)?;
+    let api = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     std::fs::write(
         &ini,
         set_key(
-            &settings.replace("mflog2mfadmin = false", "mflog2mfadmin = true"),
+            &settings
+                .replace("mflog2mfadmin = false", "mflog2mfadmin = true")
+                .replace("collector = false", "collector = true")
+                .replace("#listen = 127.0.0.1:9477", &format!("listen = {api}")),
             "elasticsearch",
             "url",
             &sink.url,
@@ -134,6 +139,31 @@ async fn show(home: &Home) -> anyhow::Result<()> {
     for (index, docs) in indices {
         println!("  {index}: {docs} documents");
     }
+
+    say("the collector ran the demo plugin's collection (SYSTEM load, memory) every 2 s");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let data = loop {
+        if let Some(d) = first_result(home).await {
+            break d;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no collection result within 20 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "  collector.data.queue: {}.{} on {} (correlation_info {})",
+        data["plugin"].as_str().unwrap_or(""),
+        data["collection"].as_str().unwrap_or(""),
+        data["target"].as_str().unwrap_or(""),
+        data["correlation_info"]
+    );
+    for p in data["points"].as_array().into_iter().flatten().take(5) {
+        println!("    {} = {}", p["name"].as_str().unwrap_or(""), p["value"]);
+    }
+    let status = agent_status(&api.to_string()).unwrap_or_default();
+    println!(
+        "  GET http://{api}/me/status: leader {}, runs ok {}, failed {}",
+        status["leader"], status["counters"]["runs_ok"], status["counters"]["runs_failed"]
+    );
 
     say("Redis counters: files that entered each step");
     println!(
@@ -261,6 +291,35 @@ fn command_output(log: &Path) -> Vec<String> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|v| v.get("line").and_then(Value::as_str).map(str::to_string))
         .collect()
+}
+
+/// The oldest result on `collector.data.queue`, if any.
+async fn first_result(home: &Home) -> Option<Value> {
+    let url = format!("unix://{}", home.redis_socket().display());
+    let client = redis::Client::open(url.as_str()).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    let raw: Option<String> = redis::cmd("LINDEX")
+        .arg(ironwork_core::messages::names::COLLECTOR_DATA)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .ok()?;
+    serde_json::from_str(&raw?).ok()
+}
+
+/// `GET /me/status` of the collector's agent API.
+fn agent_status(addr: &str) -> Option<Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /me/status HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    serde_json::from_str(raw.split_once("\r\n\r\n")?.1.trim()).ok()
 }
 
 async fn counter(home: &Home, key: &str) -> u64 {

@@ -58,7 +58,7 @@ pub struct Report {
     pub watchers: Vec<WatcherState>,
     /// Whether ringmaster answered.
     pub running: bool,
-    /// Step queues, by name.
+    /// Step queues by name, then the metric pipeline's queues that hold anything.
     pub queues: Vec<QueueDepth>,
     /// conf_monitor's last verdict (`conf_monitor.status`), if any.
     pub conf_monitor: Option<Value>,
@@ -334,6 +334,19 @@ async fn redis_view(url: &str, known: &[String]) -> anyhow::Result<(Vec<QueueDep
             in_flight,
             dead,
         });
+    }
+    // The metric pipeline's queues, when they hold anything (waiting or dead).
+    for k in [names::COLLECTOR_JOB, names::COLLECTOR_DATA, names::METRICS_SEND] {
+        let waiting: u64 = redis::cmd("LLEN").arg(k).query_async(&mut c).await?;
+        let dead: u64 = redis::cmd("LLEN").arg(names::dead(k)).query_async(&mut c).await?;
+        if waiting + dead > 0 {
+            queues.push(QueueDepth {
+                queue: k.to_string(),
+                waiting,
+                in_flight: 0,
+                dead,
+            });
+        }
     }
     let conf: Option<String> = redis::cmd("GET")
         .arg(names::CONF_MONITOR_STATUS)
