@@ -149,3 +149,47 @@ async fn notifications_wait_for_redis_and_watching_goes_on() {
     token.cancel();
     task.await.expect("join").expect("conf_monitor ran cleanly");
 }
+
+#[tokio::test]
+async fn a_changed_collection_sends_sighup_to_the_collector_only_when_it_runs() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = Home::init(&dir.path().join("home")).expect("init");
+    let settings = std::fs::read_to_string(home.ironwork_ini()).expect("settings");
+    write(
+        &home.ironwork_ini(),
+        &settings.replace("collector = false", "collector = true"),
+    );
+    let with_collection = format!("{PLUGIN}\n[collection_ping]\nmethod = TCP\nport = 22\ninterval = 10\n");
+    write(&home.plugin_dir("demo").join("config.ini"), &with_collection);
+    let (task, token) = spawn(&server, &home);
+    let control = || server.cli(&["LRANGE", "ringmaster.control", "0", "-1"]);
+    let collector_hup = |c: &str| c.lines().any(|l| l.contains("\"collector\"") && l.contains("\"HUP\""));
+    until("the first pass to tell the collector", || collector_hup(&control())).await;
+    let generated = std::fs::read_to_string(home.collector_ini()).expect("collector.ini");
+    assert!(generated.contains("[collection:demo.ping]"), "{generated}");
+
+    // The collection's interval changes: only the collector's file changes, and it hears of it.
+    server.cli(&["DEL", "ringmaster.control"]);
+    write(
+        &home.plugin_dir("demo").join("config.ini"),
+        &with_collection.replace("interval = 10", "interval = 20"),
+    );
+    until("the collector told again", || collector_hup(&control())).await;
+    assert!(
+        !control().contains("reloadconfig"),
+        "ringmaster.ini did not change: {}",
+        control()
+    );
+    token.cancel();
+    task.await.expect("join").expect("conf_monitor ran cleanly");
+
+    // Without a collector watcher, nobody is told.
+    write(&home.ironwork_ini(), &settings);
+    server.cli(&["DEL", "ringmaster.control"]);
+    let (task, token) = spawn(&server, &home);
+    until("the first pass", || control().contains("reloadconfig")).await;
+    assert!(!collector_hup(&control()), "{}", control());
+    token.cancel();
+    task.await.expect("join").expect("conf_monitor ran cleanly");
+}
