@@ -172,39 +172,35 @@ fn required<'a>(q: &'a HashMap<String, String>, key: &str) -> Result<&'a str, Re
     }
 }
 
+/// Every call: path, whether it is a POST (else a GET), whether it needs the token.
+const ROUTES: &[(&str, bool, bool)] = &[
+    ("/health", false, false),
+    ("/metrics", false, false),
+    ("/plugins/list", false, false),
+    ("/plugins/run", true, true),
+    ("/plugins/enable", true, true),
+    ("/plugins/disable", true, true),
+    ("/post", true, true),
+    ("/update", true, true),
+    ("/me/ns", false, false),
+    ("/me/status", false, false),
+    // Reads files: the token, like the mutating calls.
+    ("/log/offset", false, true),
+];
+
 async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Refusal> {
     let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    let mutating = method == Method::POST || path == "/log/offset";
-    let known = matches!(
-        path.as_str(),
-        "/health"
-            | "/metrics"
-            | "/plugins/list"
-            | "/plugins/run"
-            | "/plugins/enable"
-            | "/plugins/disable"
-            | "/post"
-            | "/update"
-            | "/me/ns"
-            | "/me/status"
-            | "/log/offset"
-    );
-    if !known {
+    let Some(&(_, is_post, needs_token)) = ROUTES.iter().find(|(p, _, _)| *p == path) else {
         return Err(Refusal(StatusCode::NOT_FOUND, format!("no such call: {path}")));
-    }
-    let want_post = matches!(
-        path.as_str(),
-        "/plugins/run" | "/plugins/enable" | "/plugins/disable" | "/post" | "/update"
-    );
-    let allowed = if want_post { Method::POST } else { Method::GET };
-    if method != allowed {
+    };
+    let allowed = if is_post { Method::POST } else { Method::GET };
+    if req.method() != allowed {
         return Err(Refusal(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{path} takes {allowed}"),
         ));
     }
-    if mutating {
+    if needs_token {
         authorized(shared, &req)?;
     }
     let q = query(&req);
