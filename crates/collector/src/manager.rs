@@ -190,14 +190,29 @@ async fn refresh_disabled(shared: &Shared) -> Option<HashSet<String>> {
         }
     }
     if !expired.is_empty() {
-        let r: Result<u64, _> = redis::cmd("HDEL")
-            .arg(names::COLLECTOR_DISABLED)
-            .arg(&expired)
-            .query_async(&mut c)
-            .await;
-        if r.is_ok() {
+        // Only entries still expired go: a `disable` that came meanwhile stands.
+        let mut pipe = redis::pipe();
+        for id in &expired {
+            pipe.cmd("EVAL")
+                .arg(REENABLE)
+                .arg(1)
+                .arg(names::COLLECTOR_DISABLED)
+                .arg(id)
+                .arg(now)
+                .ignore();
+        }
+        if pipe.query_async::<()>(&mut c).await.is_ok() {
             tracing::info!(collections = ?expired, "disabled collections enabled again");
         }
     }
     Some(disabled)
 }
+
+/// Removes a disabled entry only while its time is still up.
+const REENABLE: &str = r"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and tonumber(v) <= tonumber(ARGV[2]) then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+";
