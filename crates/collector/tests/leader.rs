@@ -137,7 +137,8 @@ fn one_manager_and_the_other_takes_over_after_a_sigkill() {
         .cli(&["GET", "collector.manager.lease"])
         .contains(&format!(".{}.", follower.child.id())));
     assert!(
-        took <= ttl + ttl / 3 + Duration::from_millis(700),
+        // The lease outlives its holder by at most the TTL; a contender tries every tenth of it.
+        took <= ttl + ttl / 10 + Duration::from_millis(500),
         "takeover took {took:?}"
     );
 

@@ -131,7 +131,8 @@ pub struct LeaseKeeper {
 }
 
 impl LeaseKeeper {
-    /// Start contending. Attempts run every `ttl / 3`; cancelling `token` releases the lease.
+    /// Start contending. The holder renews every `ttl / 3`, contenders try every `ttl / 10`;
+    /// cancelling `token` releases the lease.
     pub fn spawn(lease: Lease, token: CancellationToken) -> Self {
         let (tx, leader) = watch::channel(false);
         let task = tokio::spawn(keep(lease, token, tx));
@@ -161,13 +162,17 @@ impl LeaseKeeper {
 }
 
 async fn keep(lease: Lease, token: CancellationToken, tx: watch::Sender<bool>) {
-    let period = lease.ttl / 3;
+    // A holder renews every third of the TTL; a contender tries every tenth, so a dead holder's
+    // successor takes over at most a tenth of the TTL after the lease expires.
+    let renew_period = lease.ttl / 3;
+    let acquire_period = lease.ttl / 10;
     // Stop claiming leadership this long before the lease could have expired in Redis.
     let margin = lease.ttl / 10;
     let mut last_confirmed: Option<Instant> = None;
     loop {
         let attempt_started = Instant::now();
         let leading = *tx.borrow();
+        let period = if leading { renew_period } else { acquire_period };
         let outcome = tokio::select! {
             _ = token.cancelled() => break,
             r = tokio::time::timeout(period, async {
