@@ -1,0 +1,149 @@
+//! Writing line protocol to InfluxDB over HTTP: v1 `POST /write?db=&precision=ns[&rp=]` (with
+//! `u`/`p` credentials when given) or v2 `POST /api/v2/write?org=&bucket=&precision=ns` with
+//! `Authorization: Token …`. Success is 204. The answer sorts failures for the sender: a
+//! transport error, a 5xx or a 429 is worth retrying (the batch goes to the unsent backup if it
+//! keeps failing); any other 4xx means the data itself was refused and retrying cannot help.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use ironwork_core::messages::MetricPoint;
+use tokio::net::TcpStream;
+
+use crate::line_protocol::{encode, Unwritable};
+
+/// Which write API, and where the points go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Api {
+    /// InfluxDB 1.x `/write`.
+    V1 {
+        /// Database.
+        db: String,
+        /// Retention policy (`None`: the database's default).
+        rp: Option<String>,
+        /// User and password.
+        auth: Option<(String, String)>,
+    },
+    /// InfluxDB 2.x `/api/v2/write`.
+    V2 {
+        /// Organisation.
+        org: String,
+        /// Bucket.
+        bucket: String,
+        /// API token.
+        token: String,
+    },
+}
+
+/// One InfluxDB server.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Where the points go.
+    pub api: Api,
+    /// Deadline of one request.
+    pub timeout: Duration,
+}
+
+/// Why a write did not land.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// No answer (connect, reset, timeout) or a 5xx/429: try again later.
+    #[error("retryable: {0}")]
+    Retry(String),
+    /// The server refused the data (4xx): retrying the same bytes cannot help.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// `%`-encode a query value.
+fn q(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Endpoint {
+    fn path(&self) -> String {
+        match &self.api {
+            Api::V1 { db, rp, auth } => {
+                let mut p = format!("/write?db={}&precision=ns", q(db));
+                if let Some(rp) = rp {
+                    p.push_str(&format!("&rp={}", q(rp)));
+                }
+                if let Some((u, pw)) = auth {
+                    p.push_str(&format!("&u={}&p={}", q(u), q(pw)));
+                }
+                p
+            }
+            Api::V2 { org, bucket, .. } => format!("/api/v2/write?org={}&bucket={}&precision=ns", q(org), q(bucket)),
+        }
+    }
+
+    /// POST `body` (line protocol) once.
+    pub async fn write(&self, body: String) -> Result<(), WriteError> {
+        match tokio::time::timeout(self.timeout, self.exchange(body)).await {
+            Ok(r) => r,
+            Err(_) => Err(WriteError::Retry(format!("no answer within {:?}", self.timeout))),
+        }
+    }
+
+    async fn exchange(&self, body: String) -> Result<(), WriteError> {
+        let retry = |e: String| WriteError::Retry(format!("{}:{}: {e}", self.host, self.port));
+        let stream = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| retry(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| retry(e.to_string()))?;
+        let conn = tokio::spawn(conn);
+        let mut req = Request::post(self.path())
+            .header("host", format!("{}:{}", self.host, self.port))
+            .header("content-type", "text/plain; charset=utf-8");
+        if let Api::V2 { token, .. } = &self.api {
+            req = req.header("authorization", format!("Token {token}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| WriteError::Refused(e.to_string()))?;
+        let resp = sender.send_request(req).await.map_err(|e| retry(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        conn.abort();
+        match status {
+            200..=299 => Ok(()),
+            429 | 500..=599 => Err(retry(format!("{status} {}", text.trim()))),
+            _ => Err(WriteError::Refused(format!("{status} {}", text.trim()))),
+        }
+    }
+}
+
+/// The line-protocol body of `points`, and the points refused (by index) with the reason.
+pub fn body(points: &[MetricPoint]) -> (String, Vec<(usize, Unwritable)>) {
+    let mut out = String::with_capacity(points.len() * 64);
+    let mut refused = Vec::new();
+    for (i, p) in points.iter().enumerate() {
+        if let Err(e) = encode(p, &mut out) {
+            refused.push((i, e));
+        }
+    }
+    (out, refused)
+}

@@ -1,0 +1,165 @@
+//! The InfluxDB writer against a real InfluxDB 1.x (Debian's `influxdb`), started by the test on
+//! free loopback ports: the points written are exactly the points read back through its query
+//! API, escaping included; a refused body is told apart from a server that is away.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ironwork_core::messages::{FieldValue, MetricPoint};
+use ironwork_test_support::http::request;
+use ironwork_test_support::wait_for;
+use reflector::influx::{body, Api, Endpoint, WriteError};
+
+struct Influx {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Influx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start() -> Influx {
+    assert!(
+        std::path::Path::new("/usr/bin/influxd").exists(),
+        "influxd is missing: apt-get install -y influxdb"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (http, rpc) = (free_port(), free_port());
+    let d = dir.path().display();
+    let conf = format!(
+        "reporting-enabled = false\nbind-address = \"127.0.0.1:{rpc}\"\n\
+         [meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n\
+         [http]\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = false\n\
+         [monitor]\n  store-enabled = false\n"
+    );
+    std::fs::write(dir.path().join("influxdb.conf"), conf).unwrap();
+    let child = Command::new("/usr/bin/influxd")
+        .arg("-config")
+        .arg(dir.path().join("influxdb.conf"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("influxd.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{http}");
+    assert!(
+        wait_for(Duration::from_secs(20), || request(&addr, "GET", "/ping", &[], b"")
+            .is_ok_and(|a| a.status == 204)),
+        "influxd did not answer: {}",
+        std::fs::read_to_string(dir.path().join("influxd.log")).unwrap_or_default()
+    );
+    let r = request(&addr, "POST", "/query?q=CREATE%20DATABASE%20metrics", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    Influx {
+        child,
+        port: http,
+        _dir: dir,
+    }
+}
+
+fn endpoint(port: u16, db: &str) -> Endpoint {
+    Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+        api: Api::V1 {
+            db: db.into(),
+            rp: None,
+            auth: None,
+        },
+        timeout: Duration::from_secs(5),
+    }
+}
+
+fn point(name: &str, tags: &[(&str, &str)], field: FieldValue, ts: i64) -> MetricPoint {
+    MetricPoint {
+        name: name.into(),
+        tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        fields: BTreeMap::from([("value".to_string(), field)]),
+        timestamp_ns: ts,
+        database: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_points_read_back_exactly() {
+    let influx = start();
+    let base = 1_700_000_000_000_000_000i64;
+    let points = vec![
+        point(
+            "cpu load",
+            &[("host", "web 1"), ("dc", "par,is")],
+            FieldValue::Float(0.25),
+            base,
+        ),
+        point(
+            "cpu load",
+            &[("host", "web 1"), ("dc", "par,is")],
+            FieldValue::Float(0.5),
+            base + 1_000,
+        ),
+        point("disk=free", &[("mount", "/var lib")], FieldValue::Int(42), base + 2_000),
+        point(
+            "log",
+            &[("app", "a=b")],
+            FieldValue::Str(r#"said "hi" \o/"#.into()),
+            base + 3_000,
+        ),
+        point("up", &[], FieldValue::Bool(true), base + 4_000),
+    ];
+    let (lines, refused) = body(&points);
+    assert!(refused.is_empty(), "{refused:?}");
+    endpoint(influx.port, "metrics").write(lines).await.unwrap();
+
+    let addr = format!("127.0.0.1:{}", influx.port);
+    let q = |query: &str| {
+        let path = format!(
+            "/query?db=metrics&epoch=ns&q={}",
+            query.replace(' ', "%20").replace('"', "%22")
+        );
+        request(&addr, "GET", &path, &[], b"").unwrap().json()
+    };
+    let cpu = q(r#"SELECT * FROM "cpu load""#);
+    let series = &cpu["results"][0]["series"][0];
+    assert_eq!(series["columns"], serde_json::json!(["time", "dc", "host", "value"]));
+    assert_eq!(
+        series["values"],
+        serde_json::json!([[base, "par,is", "web 1", 0.25], [base + 1_000, "par,is", "web 1", 0.5]])
+    );
+    let disk = q(r#"SELECT * FROM "disk=free""#);
+    assert_eq!(
+        disk["results"][0]["series"][0]["values"],
+        serde_json::json!([[base + 2_000, "/var lib", 42]])
+    );
+    let log = q(r#"SELECT * FROM "log""#);
+    assert_eq!(
+        log["results"][0]["series"][0]["values"],
+        serde_json::json!([[base + 3_000, "a=b", r#"said "hi" \o/"#]])
+    );
+    let up = q(r#"SELECT * FROM "up""#);
+    assert_eq!(
+        up["results"][0]["series"][0]["values"],
+        serde_json::json!([[base + 4_000, true]])
+    );
+
+    // Refused data is told apart from an absent server.
+    let bad = endpoint(influx.port, "no_such_db").write(points_line()).await;
+    assert!(matches!(bad, Err(WriteError::Refused(_))), "{bad:?}");
+    let away = endpoint(free_port(), "metrics").write(points_line()).await;
+    assert!(matches!(away, Err(WriteError::Retry(_))), "{away:?}");
+}
+
+fn points_line() -> String {
+    "m value=1 1700000000000000000\n".to_string()
+}
