@@ -104,29 +104,9 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
     Ok(token)
 }
 
-/// `%XX` and `+` decoding of one query component.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// One query component: `+` is a space, then `%XX` escapes.
+fn decode_component(s: &str) -> String {
+    ironwork_core::http::percent_decode(&s.replace('+', " ")).into_owned()
 }
 
 fn query(req: &Request<Incoming>) -> HashMap<String, String> {
@@ -136,8 +116,8 @@ fn query(req: &Request<Incoming>) -> HashMap<String, String> {
         .split('&')
         .filter(|kv| !kv.is_empty())
         .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(kv), String::new()),
+            Some((k, v)) => (decode_component(k), decode_component(v)),
+            None => (decode_component(kv), String::new()),
         })
         .collect()
 }
@@ -539,7 +519,7 @@ mod tests {
 
     #[test]
     fn query_components_are_decoded() {
-        assert_eq!(percent_decode("a%20b+c%2F..%2"), "a b c/..%2");
-        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(decode_component("a%20b+c%2F..%2"), "a b c/..%2");
+        assert_eq!(decode_component("%zz%2B"), "%zz+");
     }
 }

@@ -4,13 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ironwork_test_support::http::request;
-use ironwork_test_support::{wait_for, RedisServer};
+use ironwork_test_support::{free_tcp_port, wait_for, RedisServer};
 
 struct Proc {
     child: Child,
@@ -24,12 +23,8 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn spawn(config: &Path, log: &Path) -> Proc {
-    let port = free_port();
+    let port = free_tcp_port();
     let addr = format!("127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_collector"))
         .arg("--config")

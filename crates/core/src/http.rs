@@ -1,12 +1,17 @@
 //! The optional loopback HTTP endpoint of every daemon: `GET /health` (JSON, 200 or 503) and
 //! `GET /metrics` (Prometheus text). Listens on 127.0.0.1 unless configured otherwise.
+//!
+//! Also the small HTTP pieces several daemons need: [`serve_connections`] (the accept loop),
+//! [`exchange`] (one request on a fresh connection), [`percent_decode`] and [`base64`] (for
+//! basic auth).
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -121,6 +126,95 @@ fn respond<B>(req: &Request<B>, metrics: &Metrics, health: &HealthCheck) -> Resp
     }
 }
 
+/// Why [`exchange`] got no whole answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExchangeError {
+    /// No connection, or it broke before the answer's head (retry later).
+    #[error("{0}")]
+    Connect(String),
+    /// The answer's body broke off or was longer than allowed.
+    #[error("reading the answer: {0}")]
+    Body(String),
+}
+
+/// Send `req` on a fresh HTTP/1.1 connection to `host:port` and read the answer, its body up to
+/// `max_body` bytes. No deadline of its own: callers wrap it in theirs.
+pub async fn exchange(
+    host: &str,
+    port: u16,
+    req: Request<Full<Bytes>>,
+    max_body: usize,
+) -> Result<(StatusCode, Bytes), ExchangeError> {
+    let connect = |e: String| ExchangeError::Connect(format!("{host}:{port}: {e}"));
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| connect(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| connect(e.to_string()))?;
+    let conn = tokio::spawn(conn);
+    let result = async {
+        let resp = sender.send_request(req).await.map_err(|e| connect(e.to_string()))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), max_body)
+            .collect()
+            .await
+            .map_err(|e| ExchangeError::Body(format!("{e} (at most {max_body} bytes)")))?
+            .to_bytes();
+        Ok((status, body))
+    }
+    .await;
+    conn.abort();
+    result
+}
+
+/// Decode `%XX` escapes (invalid ones are kept as they are; invalid UTF-8 is replaced).
+pub fn percent_decode(text: &str) -> Cow<'_, str> {
+    if !text.contains('%') {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).and_then(|b| hex(*b)),
+            bytes.get(i + 2).and_then(|b| hex(*b)),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Standard base64 with padding (RFC 4648), for `Authorization: Basic`.
+pub fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// The address to listen on when a config gives only a port: loopback.
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -128,6 +222,27 @@ pub fn loopback(port: u16) -> SocketAddr {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+        ] {
+            assert_eq!(super::base64(i.as_bytes()), o);
+        }
+        assert_eq!(super::base64(b"Aladdin:open sesame"), "QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+    }
+
+    #[test]
+    fn percent_escapes_are_decoded_and_bad_ones_kept() {
+        assert_eq!(super::percent_decode("mflog-2026.11.23"), "mflog-2026.11.23");
+        assert_eq!(super::percent_decode("a%2Cb%2a%20c"), "a,b* c");
+        assert_eq!(super::percent_decode("bad%zz%2"), "bad%zz%2");
+    }
+
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -89,7 +89,7 @@ impl ResponseFilter {
             .split('&')
             .filter_map(|kv| kv.split_once('='))
             .find(|(k, _)| *k == "filter_path")
-            .map(|(_, v)| crate::server::percent_decode(v))
+            .map(|(_, v)| ironwork_core::http::percent_decode(v))
         else {
             return Self::all();
         };

@@ -91,7 +91,7 @@ impl Endpoint {
             None => (rest, ""),
         };
         let (basic_auth, host) = match authority.rsplit_once('@') {
-            Some((user, host)) => (Some(base64(user.as_bytes())), host),
+            Some((user, host)) => (Some(ironwork_core::http::base64(user.as_bytes())), host),
             None => (None, authority),
         };
         if host.is_empty() {
@@ -116,23 +116,6 @@ impl Endpoint {
     pub fn display(&self) -> String {
         format!("http://{}{}", self.authority, self.prefix)
     }
-}
-
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Checkpoints, dead letters and flow control.

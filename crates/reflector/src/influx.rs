@@ -6,12 +6,11 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
+use ironwork_core::http::exchange;
 use ironwork_core::messages::MetricPoint;
-use tokio::net::TcpStream;
 
 use crate::line_protocol::{encode, Unwritable};
 
@@ -101,15 +100,6 @@ impl Endpoint {
     }
 
     async fn exchange(&self, body: String) -> Result<(), WriteError> {
-        let retry = |e: String| WriteError::Retry(format!("{}:{}: {e}", self.host, self.port));
-        let stream = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| retry(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| retry(e.to_string()))?;
-        let conn = tokio::spawn(conn);
         let mut req = Request::post(self.path())
             .header("host", format!("{}:{}", self.host, self.port))
             .header("content-type", "text/plain; charset=utf-8");
@@ -119,22 +109,25 @@ impl Endpoint {
         let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| WriteError::Refused(e.to_string()))?;
-        let resp = sender.send_request(req).await.map_err(|e| retry(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .into_body()
-            .collect()
+        let (status, answer) = exchange(&self.host, self.port, req, MAX_ANSWER)
             .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
-        conn.abort();
-        match status {
+            .map_err(|e| WriteError::Retry(e.to_string()))?;
+        let text = String::from_utf8_lossy(&answer);
+        match status.as_u16() {
             200..=299 => Ok(()),
-            429 | 500..=599 => Err(retry(format!("{status} {}", text.trim()))),
-            _ => Err(WriteError::Refused(format!("{status} {}", text.trim()))),
+            s @ (429 | 500..=599) => Err(WriteError::Retry(format!(
+                "{}:{}: {s} {}",
+                self.host,
+                self.port,
+                text.trim()
+            ))),
+            s => Err(WriteError::Refused(format!("{s} {}", text.trim()))),
         }
     }
 }
+
+/// Largest answer read (InfluxDB's error answers are short JSON).
+const MAX_ANSWER: usize = 64 << 10;
 
 /// The line-protocol body of `points`, and the points refused (by index) with the reason.
 pub fn body(points: &[MetricPoint]) -> (String, Vec<(usize, Unwritable)>) {

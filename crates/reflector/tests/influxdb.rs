@@ -5,13 +5,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ironwork_core::messages::{FieldValue, MetricPoint};
 use ironwork_test_support::http::request;
-use ironwork_test_support::wait_for;
+use ironwork_test_support::{free_tcp_port, wait_for};
 use reflector::influx::{body, Api, Endpoint, WriteError};
 
 struct Influx {
@@ -27,17 +26,13 @@ impl Drop for Influx {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn start() -> Influx {
     assert!(
         std::path::Path::new("/usr/bin/influxd").exists(),
         "influxd is missing: apt-get install -y influxdb"
     );
     let dir = tempfile::tempdir().unwrap();
-    let (http, rpc) = (free_port(), free_port());
+    let (http, rpc) = (free_tcp_port(), free_tcp_port());
     let d = dir.path().display();
     let conf = format!(
         "reporting-enabled = false\nbind-address = \"127.0.0.1:{rpc}\"\n\
@@ -156,7 +151,7 @@ async fn written_points_read_back_exactly() {
     // Refused data is told apart from an absent server.
     let bad = endpoint(influx.port, "no_such_db").write(points_line()).await;
     assert!(matches!(bad, Err(WriteError::Refused(_))), "{bad:?}");
-    let away = endpoint(free_port(), "metrics").write(points_line()).await;
+    let away = endpoint(free_tcp_port(), "metrics").write(points_line()).await;
     assert!(matches!(away, Err(WriteError::Retry(_))), "{away:?}");
 }
 

@@ -176,6 +176,15 @@ impl Drop for RedisServer {
     }
 }
 
+/// A TCP port of 127.0.0.1 free at the time of the call (bound, then released), for servers a
+/// test starts that cannot be told to use port 0.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
 /// Poll `cond` every few milliseconds until it holds or `timeout` passes; returns whether it held.
 pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -17,12 +17,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use ironwork_core::config::SectionReader;
-use tokio::net::TcpStream;
+use ironwork_core::http::{base64, ExchangeError};
 
 use super::{point, Failure, Outcome, Probe, ProbeFuture};
 use crate::collection::Run;
@@ -153,14 +152,6 @@ impl Http {
         let fail = |kind, message: String| Failure { kind, message };
         let url = run.render(&self.url);
         let (host, port, path) = split_url(&url).map_err(|m| fail("config", m))?;
-        let stream = TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| fail("connect", format!("{host}:{port}: {e}")))?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| fail("connect", format!("{host}:{port}: {e}")))?;
-        let conn = tokio::spawn(conn);
         let mut req = Request::builder()
             .method(self.method.clone())
             .uri(path)
@@ -183,22 +174,13 @@ impl Http {
         let req = req
             .body(Full::new(body))
             .map_err(|e| fail("config", format!("bad request: {e}")))?;
-        let resp = sender
-            .send_request(req)
+        let (status, body) = ironwork_core::http::exchange(&host, port, req, MAX_ANSWER)
             .await
-            .map_err(|e| fail("connect", format!("{url}: {e}")))?;
-        let status = resp.status().as_u16();
-        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| {
-                fail(
-                    "output",
-                    format!("{url}: reading the answer: {e} (at most {MAX_ANSWER} bytes)"),
-                )
-            })?
-            .to_bytes();
-        conn.abort();
+            .map_err(|e| match e {
+                ExchangeError::Connect(m) => fail("connect", format!("{url}: {m}")),
+                ExchangeError::Body(m) => fail("output", format!("{url}: {m}")),
+            })?;
+        let status = status.as_u16();
         Ok((status, body))
     }
 }
@@ -268,41 +250,9 @@ impl Probe for Http {
     }
 }
 
-/// Standard base64 with padding, for basic auth.
-fn base64(input: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
-        }
-        assert_eq!(base64(b"Aladdin:open sesame"), "QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
-    }
 
     #[test]
     fn urls_split_into_host_port_and_path() {
