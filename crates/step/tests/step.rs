@@ -605,7 +605,8 @@ fn commands_run_in_the_plugin_directory_as_it_is_now() {
             "--",
             "sh",
             "-c",
-            &format!("pwd > {}; ls >> {}", out.display(), out.display()),
+            // Written aside and renamed: `out` appears whole or not at all.
+            &format!("pwd > {o}.part; ls >> {o}.part; mv {o}.part {o}", o = out.display()),
             "sh",
         ])
         .env("MFDATA_CURRENT_PLUGIN_DIR", &plugin)
