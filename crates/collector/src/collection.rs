@@ -118,45 +118,6 @@ impl Run {
     /// `template` with every `{name}` whose name is a known variable replaced by its value;
     /// anything else (including `{unknown}`) is kept as written.
     pub fn render(&self, template: &str) -> String {
-        render(template, &self.vars)
-    }
-}
-
-/// Replace `{name}` placeholders found in `vars`; leave everything else as written.
-pub fn render(template: &str, vars: &BTreeMap<String, String>) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        match after.find('}') {
-            Some(close) if vars.contains_key(&after[..close]) => {
-                out.push_str(&vars[&after[..close]]);
-                rest = &after[close + 1..];
-            }
-            _ => {
-                out.push('{');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn render_replaces_known_placeholders_only() {
-        let vars: BTreeMap<String, String> = [("vmid", "42"), ("target", "h1")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(render("/api/vms/{vmid}/power", &vars), "/api/vms/42/power");
-        assert_eq!(render("{target}:{port}", &vars), "h1:{port}");
-        assert_eq!(render("{{target}}", &vars), "{h1}");
-        assert_eq!(render("a{b", &vars), "a{b");
+        ironwork_core::template::render(template, &self.vars)
     }
 }

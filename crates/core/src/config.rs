@@ -321,6 +321,14 @@ impl<'a> SectionReader<'a> {
     }
 }
 
+/// A comma- or whitespace-separated list, empty items dropped.
+pub fn split_list(s: &str) -> Vec<String> {
+    s.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// configparser's booleans: 1/yes/true/on and 0/no/false/off, any case.
 pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {

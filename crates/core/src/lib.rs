@@ -12,6 +12,7 @@
 //! - [`http`] and [`metrics`]: the loopback `/health` and Prometheus `/metrics` endpoint.
 //! - [`backoff`]: the capped exponential backoff with jitter used by every retry loop.
 //! - [`calendar`]: days since the epoch to and from calendar dates.
+//! - [`template`]: `{name}` placeholders.
 
 pub mod backoff;
 pub mod calendar;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod queue;
 pub mod shutdown;
 pub mod telemetry;
+pub mod template;
 
 pub use connection::{Redis, RedisSettings};
 pub use queue::{BoundedProducer, Delivery, Queue, ReliableConsumer};

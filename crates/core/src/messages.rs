@@ -37,6 +37,11 @@ pub mod names {
     pub const COLLECTOR_DISABLED: &str = "collector.disabled";
     /// The collection manager's leader lease.
     pub const COLLECTOR_LEASE: &str = "collector.manager.lease";
+    /// The reflector's leader lease (resend of the unsent backlog, expiry jobs).
+    pub const REFLECTOR_LEASE: &str = "reflector.leader.lease";
+    /// Prefix of the reflector's cache keys:
+    /// `reflector.cache.<plugin>.<collection>.<target>.<name>[,<tag>=<value>…]`.
+    pub const REFLECTOR_CACHE_PREFIX: &str = "reflector.cache.";
 
     /// `collector.running.<plugin>.<collection>.<target>`: present (with a TTL) while a run of
     /// that collection against that target is in progress anywhere, so overlapping runs are skipped.

@@ -495,6 +495,24 @@ impl ReliableConsumer {
             .map_err(self.queue.err("heartbeat"))
     }
 
+    /// [`ReliableConsumer::heartbeat`] every `ttl / 3` until `stop` is cancelled (failures are
+    /// logged and retried at the next beat). Run it on its own instance of the consumer, so
+    /// beats continue while the main one is busy.
+    pub async fn keep_alive(&self, ttl: Duration, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(ttl / 3) => {}
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = self.heartbeat(ttl) => if let Err(e) = r {
+                    tracing::warn!(queue = %self.queue.name(), consumer = %self.consumer, error = %e, "heartbeat failed");
+                },
+            }
+        }
+    }
+
     /// Re-queue the in-flight messages of every other registered consumer of this queue whose
     /// liveness key (see [`ReliableConsumer::heartbeat`]) has expired: a worker slot that was
     /// removed, or a host that died, leaves nothing stranded. Returns how many messages were

@@ -1,15 +1,160 @@
 //! reflector: what happens to collected data (reflections: conditions and actions) and the
 //! metric sender that delivers points to Zabbix and InfluxDB without losing any.
 //!
-//! - [`influx`]: writing line protocol to InfluxDB v1 and v2 over HTTP.
-//! - [`line_protocol`]: InfluxDB line protocol, every element escaped as the protocol wants.
+//! Every reflector process runs a reflection consumer (`collector.data.queue` → actions), a
+//! sender (`metrics.send.queue` → metric servers) and the backup writers; the one holding the
+//! leader lease also resends the unsent backlog and runs the expiry jobs. They meet only
+//! through Redis.
+//!
+//! - [`config`]: the file (`[reflector]` and `[reflection:<plugin>.<name>]`), and
+//!   [`config::read_reflection`], the one reader of a reflection section.
 //! - [`tree`]: conditions compiled into the reflection tree (and the linear scan it replaces).
-//! - [`zabbix`]: the Zabbix sender protocol: `ZBXD` framing, `sender data` requests, both
-//!   response styles.
+//! - [`reflection`]: reflections, their actions, and what a batch of data causes.
+//! - [`consumer`]: the reflection consumer; [`sender`]: the metric sender;
+//!   [`backup`]: the sent/unsent tables, resend and expiry; [`destination`]: one metric server.
+//! - [`influx`] and [`line_protocol`]: InfluxDB v1/v2 writes, every element escaped as the
+//!   protocol wants; [`zabbix`]: the Zabbix sender protocol (`ZBXD` framing, `sender data`,
+//!   both response styles).
+//! - [`shared`] and [`stats`]: what the tasks share.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod backup;
+pub mod config;
+pub mod consumer;
+pub mod destination;
 pub mod influx;
 pub mod line_protocol;
+pub mod reflection;
+pub mod sender;
+pub mod shared;
+pub mod stats;
 pub mod tree;
 pub mod zabbix;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ironwork_core::http::{Health, HealthCheck};
+use ironwork_core::lease::{hostname, Lease, LeaseKeeper};
+use ironwork_core::messages::names;
+use ironwork_core::Redis;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::destination::Destination;
+use crate::reflection::Reflections;
+use crate::shared::Shared;
+
+/// A started reflector.
+#[derive(Debug)]
+pub struct Running {
+    /// Where `/health` and `/metrics` listen, when they do.
+    pub http_addr: Option<SocketAddr>,
+    /// The shared state.
+    pub shared: Arc<Shared>,
+    keeper: LeaseKeeper,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Wait for every task after `token` was cancelled; the lease is released.
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.keeper.join().await;
+    }
+}
+
+/// Start the consumers, the backup writers, the lease keeper, the leader's jobs and the HTTP
+/// endpoint; they stop when `token` is cancelled. Each bump of `reload` reloads the reflections.
+pub async fn start(
+    config: Config,
+    token: CancellationToken,
+    mut reload: watch::Receiver<u64>,
+) -> anyhow::Result<Running> {
+    let settings = config.settings.clone();
+    let redis = Redis::open(&settings.redis).with_context(|| format!("redis = {}", settings.redis))?;
+    let listener = match settings.listen {
+        Some(addr) => Some(
+            ironwork_core::http::bind(addr)
+                .await
+                .with_context(|| format!("listen = {addr}"))?,
+        ),
+        None => None,
+    };
+    let http_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+    let (reflections, _) = watch::channel(Arc::new(Reflections::new(config.reflections)));
+    let shared = Arc::new(Shared {
+        redis: redis.clone(),
+        destinations: Destination::all(&settings).into_iter().map(Arc::new).collect(),
+        settings: settings.clone(),
+        config_path: config.path,
+        reflections,
+        stats: stats::Stats::new(),
+        id: format!("{}.{}", hostname(), std::process::id()),
+    });
+    let keeper = LeaseKeeper::spawn(
+        Lease::new(&redis, names::REFLECTOR_LEASE, settings.leader_ttl),
+        token.child_token(),
+    );
+    let mut tasks = vec![
+        tokio::spawn(consumer::run(shared.clone(), token.clone())),
+        tokio::spawn(sender::run(shared.clone(), token.clone())),
+        tokio::spawn(backup::write_backups(
+            shared.clone(),
+            names::METRICS_SENT_QUEUE,
+            names::METRICS_SENT,
+            token.clone(),
+        )),
+        tokio::spawn(backup::write_backups(
+            shared.clone(),
+            names::METRICS_UNSENT_QUEUE,
+            names::METRICS_UNSENT,
+            token.clone(),
+        )),
+        tokio::spawn(backup::lead(shared.clone(), keeper.watch(), token.clone())),
+    ];
+    if let Some(listener) = listener {
+        let r = redis.clone();
+        let health: HealthCheck = Arc::new(move || Health {
+            ok: r.is_healthy(),
+            details: serde_json::Map::from_iter([(
+                "redis".to_string(),
+                serde_json::Value::from(if r.is_healthy() { "up" } else { "down" }),
+            )]),
+        });
+        tracing::info!(addr = ?http_addr, "health and metrics listening");
+        tasks.push(tokio::spawn(ironwork_core::http::serve(
+            listener,
+            shared.stats.metrics.clone(),
+            health,
+            token.clone(),
+        )));
+    }
+    let (s, t) = (shared.clone(), token.clone());
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = t.cancelled() => return,
+                r = reload.changed() => if r.is_err() { return },
+            }
+            let _ = s.reload();
+        }
+    }));
+    tracing::info!(
+        reflections = shared.reflections().len(),
+        endpoints = shared.destinations.len(),
+        "reflector started"
+    );
+    Ok(Running {
+        http_addr,
+        shared,
+        keeper,
+        tasks,
+    })
+}

@@ -9,6 +9,10 @@
 //! old servers' words `Processed N Failed M Total T Seconds spent S`: both are parsed.
 
 use std::io::Read;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use serde::Serialize;
 
@@ -147,6 +151,63 @@ pub fn parse_info(info: &str) -> Option<Outcome> {
         failed: count("failed")?,
         total: count("total")?,
     })
+}
+
+/// Why a send to a trapper did not land.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No connection, no whole answer, or no answer in time: try again later.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The server answered, but not with a success.
+    #[error(transparent)]
+    Answer(#[from] BadAnswer),
+}
+
+/// Largest answer accepted (answers are one short JSON object).
+const MAX_ANSWER: usize = 64 << 10;
+
+/// Send `items` in one `sender data` request on a fresh connection to `host:port`, as
+/// `zabbix_sender` does, and read the server's outcome; all within `timeout`.
+pub async fn send(
+    host: &str,
+    port: u16,
+    items: &[Item],
+    sent_at: Option<(i64, u32)>,
+    timeout: Duration,
+) -> Result<Outcome, SendError> {
+    let exchange = async {
+        let unreachable = |e: std::io::Error| SendError::Unreachable(format!("{host}:{port}: {e}"));
+        let mut stream = TcpStream::connect((host, port)).await.map_err(unreachable)?;
+        stream.write_all(&request(items, sent_at)).await.map_err(unreachable)?;
+        // Read until one whole frame is in (servers may keep the connection open) or EOF.
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await.map_err(unreachable)?;
+            if n == 0 {
+                if answer.is_empty() {
+                    return Err(SendError::Unreachable(format!(
+                        "{host}:{port}: closed without an answer"
+                    )));
+                }
+                return Ok(parse_answer(&unframe(&answer)?)?);
+            }
+            answer.extend_from_slice(&chunk[..n]);
+            if let Ok(payload) = unframe(&answer) {
+                return Ok(parse_answer(&payload)?);
+            }
+            if answer.len() > MAX_ANSWER {
+                return Err(BadAnswer::Frame(format!("answer longer than {MAX_ANSWER} bytes")).into());
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(SendError::Unreachable(format!(
+            "{host}:{port}: no answer within {timeout:?}"
+        ))),
+    }
 }
 
 #[cfg(test)]

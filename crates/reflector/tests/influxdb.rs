@@ -5,64 +5,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
+use common::Influx;
 use ironwork_core::messages::{FieldValue, MetricPoint};
+use ironwork_test_support::free_tcp_port;
 use ironwork_test_support::http::request;
-use ironwork_test_support::{free_tcp_port, wait_for};
 use reflector::influx::{body, Api, Endpoint, WriteError};
-
-struct Influx {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Influx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Influx {
-    assert!(
-        std::path::Path::new("/usr/bin/influxd").exists(),
-        "influxd is missing: apt-get install -y influxdb"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let (http, rpc) = (free_tcp_port(), free_tcp_port());
-    let d = dir.path().display();
-    let conf = format!(
-        "reporting-enabled = false\nbind-address = \"127.0.0.1:{rpc}\"\n\
-         [meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n\
-         [http]\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = false\n\
-         [monitor]\n  store-enabled = false\n"
-    );
-    std::fs::write(dir.path().join("influxdb.conf"), conf).unwrap();
-    let child = Command::new("/usr/bin/influxd")
-        .arg("-config")
-        .arg(dir.path().join("influxdb.conf"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("influxd.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{http}");
-    assert!(
-        wait_for(Duration::from_secs(20), || request(&addr, "GET", "/ping", &[], b"")
-            .is_ok_and(|a| a.status == 204)),
-        "influxd did not answer: {}",
-        std::fs::read_to_string(dir.path().join("influxd.log")).unwrap_or_default()
-    );
-    let r = request(&addr, "POST", "/query?q=CREATE%20DATABASE%20metrics", &[], b"").unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    Influx {
-        child,
-        port: http,
-        _dir: dir,
-    }
-}
 
 fn endpoint(port: u16, db: &str) -> Endpoint {
     Endpoint {
@@ -89,7 +40,7 @@ fn point(name: &str, tags: &[(&str, &str)], field: FieldValue, ts: i64) -> Metri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn written_points_read_back_exactly() {
-    let influx = start();
+    let influx = Influx::start();
     let base = 1_700_000_000_000_000_000i64;
     let points = vec![
         point(

@@ -133,31 +133,15 @@ pub async fn run<S: Step>(
 
     // Heartbeats continue while the last file is finished, hence their own token.
     let beating = CancellationToken::new();
-    let heart = tokio::spawn(heartbeat(
-        ReliableConsumer::new(Queue::new(&redis, &cfg.queue), cfg.consumer.clone())?,
-        beating.clone(),
-    ));
+    let heart = ReliableConsumer::new(Queue::new(&redis, &cfg.queue), cfg.consumer.clone())?;
+    let stop = beating.clone();
+    let heart = tokio::spawn(async move { heart.keep_alive(HEARTBEAT_TTL, stop).await });
     let result = worker.serve(&consumer, &mut step, &redis, &token).await;
     beating.cancel();
     let _ = heart.await;
     result?;
     tracing::info!(queue = %cfg.queue, "step worker stopped");
     Ok(())
-}
-
-async fn heartbeat(consumer: ReliableConsumer, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(HEARTBEAT_TTL / 3) => {}
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            r = consumer.heartbeat(HEARTBEAT_TTL) => if let Err(e) = r {
-                tracing::warn!(error = %e, "heartbeat failed");
-            },
-        }
-    }
 }
 
 struct Worker<'a> {

@@ -122,13 +122,7 @@ pub fn point_with(
     }
 }
 
-/// A comma- or whitespace-separated list, empty items dropped.
-pub fn split_list(s: &str) -> Vec<String> {
-    s.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|x| !x.is_empty())
-        .map(str::to_string)
-        .collect()
-}
+pub use ironwork_core::config::split_list;
 
 /// Shared by the methods' unit tests: a run and a section compiled from text.
 #[cfg(test)]

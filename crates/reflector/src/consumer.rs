@@ -1,0 +1,159 @@
+//! Reflection consumers: in every reflector process. Each batch is popped reliably from
+//! `collector.data.queue` (up to `reflection_bulk_size`), reflected by the tree in force, and
+//! its effects (cache writes, metric points, forwards, sniffer copies) are written in one
+//! pipeline before the batch is acknowledged. A crash between the two replays the batch:
+//! cache writes and forwards repeat harmlessly, metric points carry their series and
+//! timestamp, so InfluxDB stores them once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ironwork_core::messages::{names, CollectedData};
+use ironwork_core::queue::ReliableConsumer;
+use ironwork_core::Queue;
+use tokio_util::sync::CancellationToken;
+
+use crate::reflection::Effects;
+use crate::shared::{Shared, DEAD_CAP};
+
+/// How long a consumer's liveness key lives without a beat.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
+/// How often a consumer re-queues what dead peers left in flight.
+pub const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
+
+/// Pop, reflect, write, acknowledge, until `token` is cancelled (the batch in hand is finished).
+pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
+    let queue = Queue::new(&shared.redis, names::COLLECTOR_DATA);
+    let Some((consumer, beating)) = start_consumer(&queue, &shared.id, &token).await else {
+        return;
+    };
+    let mut last_sweep = tokio::time::Instant::now();
+    let bulk = shared.settings.reflection_bulk_size;
+    while !token.is_cancelled() {
+        if last_sweep.elapsed() >= ORPHAN_SWEEP {
+            last_sweep = tokio::time::Instant::now();
+            if let Err(e) = consumer.recover_orphans().await {
+                tracing::warn!(error = %e, "cannot sweep dead consumers' messages");
+            }
+        }
+        let popped = tokio::select! {
+            _ = token.cancelled() => break,
+            r = consumer.pop_batch(bulk, Duration::from_secs(1)) => r,
+        };
+        let deliveries = match popped {
+            Ok(d) if d.is_empty() => continue,
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot pop collector.data.queue");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let taken = deliveries.len() as u64;
+        shared.stats.data_taken.add(taken);
+        if let Err(e) = reflect_batch(&shared, &consumer, deliveries).await {
+            // Unacknowledged: the batch stays in the processing list and is replayed.
+            tracing::error!(error = %e, "cannot write a batch's effects; it will be replayed");
+            let _ = consumer.recover().await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    beating.cancel();
+    tracing::info!("reflection consumer stopped");
+}
+
+/// A reliable consumer named after this process, with its in-flight list recovered and a
+/// heartbeat task running until the returned token is cancelled.
+pub async fn start_consumer(
+    queue: &Queue,
+    id: &str,
+    token: &CancellationToken,
+) -> Option<(ReliableConsumer, CancellationToken)> {
+    let make = || ReliableConsumer::new(queue.clone(), id.to_string());
+    let (consumer, heart) = match (make(), make()) {
+        (Ok(c), Ok(h)) => (c, h),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(queue = %queue.name(), error = %e, "cannot open a consumer connection");
+            return None;
+        }
+    };
+    let started = tokio::select! {
+        _ = token.cancelled() => return None,
+        r = async {
+            consumer.heartbeat(HEARTBEAT_TTL).await?;
+            consumer.recover().await?;
+            consumer.recover_orphans().await
+        } => r,
+    };
+    if let Err(e) = started {
+        tracing::error!(queue = %queue.name(), error = %e, "cannot start consuming");
+        return None;
+    }
+    let beating = CancellationToken::new();
+    let stop = beating.clone();
+    tokio::spawn(async move { heart.keep_alive(HEARTBEAT_TTL, stop).await });
+    Some((consumer, beating))
+}
+
+async fn reflect_batch(
+    shared: &Shared,
+    consumer: &ReliableConsumer,
+    deliveries: Vec<ironwork_core::queue::Delivery>,
+) -> anyhow::Result<()> {
+    let n = deliveries.len();
+    let decoded = consumer.decode::<CollectedData>(deliveries, DEAD_CAP).await?;
+    shared.stats.data_dead.add((n - decoded.len()) as u64);
+    let reflections = shared.reflections();
+    let mut fx = Effects::default();
+    for (_, data) in &decoded {
+        reflections.reflect(data, &mut fx);
+    }
+    write_effects(shared, &fx).await?;
+    let acked: Vec<_> = decoded.into_iter().map(|(d, _)| d).collect();
+    consumer.ack(&acked).await?;
+    let s = &shared.stats;
+    s.points_matched.add(fx.matched);
+    s.points_unmatched.add(fx.unmatched);
+    s.points_dropped.add(fx.dropped);
+    s.points_unusable.add(fx.unusable);
+    s.cached.add(fx.cache.len() as u64);
+    s.metrics_pushed.add(fx.metrics.len() as u64);
+    s.forwarded.add(fx.forward.values().map(|v| v.len() as u64).sum());
+    s.sniffed.add(fx.sniff.len() as u64);
+    Ok(())
+}
+
+/// Most values in one variadic `LPUSH`.
+const PUSH_CHUNK: usize = 1000;
+
+async fn write_effects(shared: &Shared, fx: &Effects) -> Result<(), redis::RedisError> {
+    if fx.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (key, value, ttl) in &fx.cache {
+        pipe.pset_ex(key, value, ttl.as_millis().max(1) as u64).ignore();
+    }
+    for chunk in fx.metrics.chunks(PUSH_CHUNK) {
+        pipe.lpush(names::METRICS_SEND, chunk).ignore();
+    }
+    for (queue, messages) in &fx.forward {
+        for chunk in messages.chunks(PUSH_CHUNK) {
+            pipe.lpush(queue, chunk).ignore();
+        }
+    }
+    if !fx.sniff.is_empty() {
+        for chunk in fx.sniff.chunks(PUSH_CHUNK) {
+            pipe.lpush(names::COLLECTOR_DATA_SNIFFER, chunk).ignore();
+        }
+        let cap = shared.settings.sniffer_max as isize;
+        pipe.ltrim(names::COLLECTOR_DATA_SNIFFER, 0, cap - 1).ignore();
+    }
+    shared
+        .redis
+        .retry("reflection effects", |mut c| {
+            let pipe = &pipe;
+            async move { pipe.query_async::<()>(&mut c).await }
+        })
+        .await
+}
