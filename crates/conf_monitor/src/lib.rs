@@ -30,6 +30,8 @@ pub const DIRECTORY_OBSERVER_INI: &str = "directory_observer.ini";
 pub const SWITCH_RULES_INI: &str = "switch_rules.ini";
 /// The collector's file.
 pub const COLLECTOR_INI: &str = "collector.ini";
+/// The reflector's file.
+pub const REFLECTOR_INI: &str = "reflector.ini";
 
 /// What a regeneration changed on disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -39,6 +41,9 @@ pub struct Changes {
     /// Whether ringmaster runs a collector (which then hears about its file).
     #[serde(skip)]
     pub collector: bool,
+    /// Whether ringmaster runs a reflector (which then hears about its file).
+    #[serde(skip)]
+    pub reflector: bool,
 }
 
 impl Changes {
@@ -62,6 +67,7 @@ pub fn regenerate(home: &Home, bin_dir: &Path) -> Result<Changes, Vec<String>> {
     let generated = ironwork::generate::generate(home, &settings, &plugins, bin_dir);
     let mut changes = Changes {
         collector: settings.daemons.collector,
+        reflector: settings.daemons.reflector,
         ..Changes::default()
     };
     for (name, text, path) in [
@@ -73,6 +79,7 @@ pub fn regenerate(home: &Home, bin_dir: &Path) -> Result<Changes, Vec<String>> {
         ),
         (SWITCH_RULES_INI, &generated.switch_rules_ini, home.switch_rules_ini()),
         (COLLECTOR_INI, &generated.collector_ini, home.collector_ini()),
+        (REFLECTOR_INI, &generated.reflector_ini, home.reflector_ini()),
     ] {
         if std::fs::read_to_string(&path).map_or(true, |old| old != *text) {
             changes.files.push(name);
@@ -143,9 +150,14 @@ pub async fn run(home: Home, redis: Redis, options: Options, token: Cancellation
                 let props = serde_json::json!({"name": "directory_observer", "signum": "HUP"});
                 pending.push(command(generation, "signal", props));
             }
-            if (changes.has(COLLECTOR_INI) || first) && changes.collector {
-                let props = serde_json::json!({"name": "collector", "signum": "HUP"});
-                pending.push(command(generation, "signal", props));
+            for (file, name, runs) in [
+                (COLLECTOR_INI, "collector", changes.collector),
+                (REFLECTOR_INI, "reflector", changes.reflector),
+            ] {
+                if (changes.has(file) || first) && runs {
+                    let props = serde_json::json!({"name": name, "signum": "HUP"});
+                    pending.push(command(generation, "signal", props));
+                }
             }
             let s = Status {
                 ok: errors.is_empty(),

@@ -193,3 +193,41 @@ async fn a_changed_collection_sends_sighup_to_the_collector_only_when_it_runs() 
     token.cancel();
     task.await.expect("join").expect("conf_monitor ran cleanly");
 }
+
+#[tokio::test]
+async fn a_changed_reflection_sends_sighup_to_the_reflector_and_nobody_else() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = Home::init(&dir.path().join("home")).expect("init");
+    let settings = std::fs::read_to_string(home.ironwork_ini()).expect("settings");
+    write(
+        &home.ironwork_ini(),
+        &settings
+            .replace("collector = false", "collector = true")
+            .replace("reflector = false", "reflector = true"),
+    );
+    let with_reflection = format!("{PLUGIN}\n[reflection_hot]\nitem = temp\nvalue = > 50\nactions = cache\n");
+    write(&home.plugin_dir("demo").join("config.ini"), &with_reflection);
+    let (task, token) = spawn(&server, &home);
+    let control = || server.cli(&["LRANGE", "ringmaster.control", "0", "-1"]);
+    let hup = |name: &str| {
+        let c = control();
+        c.lines()
+            .any(|l| l.contains(&format!("\"{name}\"")) && l.contains("\"HUP\""))
+    };
+    until("the first pass to tell the reflector", || hup("reflector")).await;
+    let generated = std::fs::read_to_string(home.reflector_ini()).expect("reflector.ini");
+    assert!(generated.contains("[reflection:demo.hot]"), "{generated}");
+
+    // The reflection's threshold changes: only the reflector's file changes, and it hears of it.
+    server.cli(&["DEL", "ringmaster.control"]);
+    write(
+        &home.plugin_dir("demo").join("config.ini"),
+        &with_reflection.replace("> 50", "> 60"),
+    );
+    until("the reflector told again", || hup("reflector")).await;
+    assert!(!hup("collector"), "collector.ini did not change: {}", control());
+    assert!(!control().contains("reloadconfig"), "{}", control());
+    token.cancel();
+    task.await.expect("join").expect("conf_monitor ran cleanly");
+}

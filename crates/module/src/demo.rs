@@ -68,6 +68,7 @@ async fn show(home: &Home) -> anyhow::Result<()> {
             &settings
                 .replace("mflog2mfadmin = false", "mflog2mfadmin = true")
                 .replace("collector = false", "collector = true")
+                .replace("reflector = false", "reflector = true")
                 .replace("#listen = 127.0.0.1:9477", &format!("listen = {api}")),
             "elasticsearch",
             "url",
@@ -140,17 +141,17 @@ async fn show(home: &Home) -> anyhow::Result<()> {
         println!("  {index}: {docs} documents");
     }
 
-    say("the collector ran the demo plugin's collection (SYSTEM load, memory) every 2 s");
+    say("the collector ran the demo plugin's collection (SYSTEM load, memory) every 2 s; the reflector reflected it");
     let deadline = Instant::now() + Duration::from_secs(20);
     let data = loop {
-        if let Some(d) = first_result(home).await {
+        if let Some(d) = sniffed_result(home).await {
             break d;
         }
         anyhow::ensure!(Instant::now() < deadline, "no collection result within 20 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     println!(
-        "  collector.data.queue: {}.{} on {} (correlation_info {})",
+        "  collector.data.sniffer.queue (copied by the reflection demo.host): {}.{} on {} (correlation_info {})",
         data["plugin"].as_str().unwrap_or(""),
         data["collection"].as_str().unwrap_or(""),
         data["target"].as_str().unwrap_or(""),
@@ -158,6 +159,9 @@ async fn show(home: &Home) -> anyhow::Result<()> {
     );
     for p in data["points"].as_array().into_iter().flatten().take(5) {
         println!("    {} = {}", p["name"].as_str().unwrap_or(""), p["value"]);
+    }
+    for (key, value) in cached(home, "reflector.cache.demo.host.*").await.into_iter().take(3) {
+        println!("  reflector cache: {key} = {}", value["value"]);
     }
     let status = agent_status(&api.to_string()).unwrap_or_default();
     println!(
@@ -293,18 +297,47 @@ fn command_output(log: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The oldest result on `collector.data.queue`, if any.
-async fn first_result(home: &Home) -> Option<Value> {
+/// The newest collected data the demo reflection copied to the sniffer queue, if any.
+async fn sniffed_result(home: &Home) -> Option<Value> {
     let url = format!("unix://{}", home.redis_socket().display());
     let client = redis::Client::open(url.as_str()).ok()?;
     let mut c = client.get_multiplexed_async_connection().await.ok()?;
     let raw: Option<String> = redis::cmd("LINDEX")
-        .arg(ironwork_core::messages::names::COLLECTOR_DATA)
-        .arg(-1)
+        .arg(ironwork_core::messages::names::COLLECTOR_DATA_SNIFFER)
+        .arg(0)
         .query_async(&mut c)
         .await
         .ok()?;
     serde_json::from_str(&raw?).ok()
+}
+
+/// The reflector's cached values whose keys match `pattern`, sorted by key.
+async fn cached(home: &Home, pattern: &str) -> Vec<(String, Value)> {
+    let url = format!("unix://{}", home.redis_socket().display());
+    let Ok(client) = redis::Client::open(url.as_str()) else {
+        return Vec::new();
+    };
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return Vec::new();
+    };
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut c)
+        .await
+        .unwrap_or_default();
+    keys.sort();
+    let mut out = Vec::new();
+    for key in keys {
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap_or_default();
+        if let Some(v) = raw.and_then(|r| serde_json::from_str(&r).ok()) {
+            out.push((key, v));
+        }
+    }
+    out
 }
 
 /// `GET /me/status` of the collector's agent API.

@@ -232,6 +232,11 @@ impl Home {
         self.config_auto_dir().join("collector.ini")
     }
 
+    /// `tmp/config_auto/reflector.ini`.
+    pub fn reflector_ini(&self) -> PathBuf {
+        self.config_auto_dir().join("reflector.ini")
+    }
+
     /// `var/state/`.
     pub fn state_dir(&self) -> PathBuf {
         self.var_dir().join("state")

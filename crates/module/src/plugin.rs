@@ -53,7 +53,8 @@ pub struct Plugin {
     pub extra_daemons: Vec<ExtraDaemon>,
     /// `[collection_<name>]` sections (name = the part after the prefix), sorted by name.
     pub collections: Vec<RawSection>,
-    /// `[reflection_<name>]` sections (name = the part after the prefix), sorted by name.
+    /// `[reflection_<name>]` sections (name = the part after the prefix), in file order: the
+    /// order in which matching reflections fire.
     pub reflections: Vec<RawSection>,
 }
 
@@ -336,7 +337,7 @@ impl Plugin {
         let mut steps = BTreeMap::new();
         let mut daemons = BTreeMap::new();
         let mut collections = BTreeMap::new();
-        let mut reflections = BTreeMap::new();
+        let mut reflections: Vec<RawSection> = Vec::new();
         for m in &merged {
             let mut report = Report::default();
             let section = &m.section;
@@ -387,7 +388,12 @@ impl Plugin {
                 }
             } else if let Some(c) = sname.strip_prefix("reflection_") {
                 if valid_name(c) {
-                    reflections.insert(c.to_string(), raw(c, section));
+                    // The reflector's own reader: a reflection it would refuse refuses the plugin.
+                    let mut r = report.section(&config_file, section);
+                    let _ = reflector::config::read_reflection(&mut r, &name, c);
+                    r.finish(UnknownKeys::Error);
+                    reflections.retain(|x| x.name != c);
+                    reflections.push(raw(c, section));
                 } else {
                     report.errors.push(bad_name("reflection", c));
                 }
@@ -417,7 +423,7 @@ impl Plugin {
         plugin.steps = steps.into_values().collect();
         plugin.extra_daemons = daemons.into_values().collect();
         plugin.collections = collections.into_values().collect();
-        plugin.reflections = reflections.into_values().collect();
+        plugin.reflections = reflections;
         errors.into_result(plugin)
     }
 }

@@ -89,6 +89,23 @@ database =
 # A collection disabled through the API enables itself again after this long.
 #disable_for = 24h
 
+[reflector]
+# The reflector's own settings, with their defaults (docs/reflector.md lists every key). The
+# metric server comes from [influxdb] url or [zabbix] server; metrics_server_endpoints here
+# replaces it (several endpoints: each receives every point).
+# /health and /metrics (loopback unless changed; empty: none).
+#listen = 127.0.0.1:9478
+# Most results one reflection consumer takes from collector.data.queue at once.
+#reflection_bulk_size = 500
+# Most points in one send, retries of a failed send and the wait before the first retry.
+#metrics_send_bulk_size = 5000
+#metrics_send_retry_count = 3
+#metrics_send_retry_interval = 1s
+# Keep delivered batches in metrics.sent (undelivered ones always go to metrics.unsent).
+#metrics_sent_backup_mode = false
+#metrics_sent_expire_days = 7
+#metrics_unsent_expire_days = 30
+
 [zabbix]
 # Zabbix server the reflector sends to (empty: none).
 server =
@@ -108,6 +125,7 @@ const SECTIONS: &[&str] = &[
     "influxdb",
     "zabbix",
     "collector",
+    "reflector",
 ];
 
 /// Default `[redis] maxmemory`: 2 GiB.
@@ -137,6 +155,9 @@ pub struct Settings {
     /// `[collector]`: validated with the collector's own reader, copied as written into the
     /// generated `collector.ini` (after the keys the module sets, which these may override).
     pub collector: Vec<(String, String)>,
+    /// `[reflector]`: validated with the reflector's own reader, copied as written into the
+    /// generated `reflector.ini` (after the keys the module sets, which these may override).
+    pub reflector: Vec<(String, String)>,
 }
 
 /// `[redis]`.
@@ -460,7 +481,12 @@ impl Settings {
                     s.elasticsearch.url = optional(&mut r, "url", http_url);
                 }
                 "influxdb" => {
-                    s.influxdb.url = optional(&mut r, "url", http_url);
+                    s.influxdb.url = optional(&mut r, "url", |v| match http_url(v) {
+                        Ok(u) if u.starts_with("https://") => {
+                            Err("the reflector writes over http:// only (put a TLS proxy in front)".into())
+                        }
+                        other => other,
+                    });
                     s.influxdb.database = optional(&mut r, "database", |v| Ok(v.to_string()));
                 }
                 "zabbix" => {
@@ -479,6 +505,14 @@ impl Settings {
                 "collector" => {
                     let _ = collector::config::read_settings(&mut r, path, false);
                     s.collector = section
+                        .entries
+                        .iter()
+                        .map(|e| (e.key.clone(), e.value.clone()))
+                        .collect();
+                }
+                "reflector" => {
+                    let _ = reflector::config::read_settings(&mut r, false);
+                    s.reflector = section
                         .entries
                         .iter()
                         .map(|e| (e.key.clone(), e.value.clone()))

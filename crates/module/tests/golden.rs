@@ -55,6 +55,7 @@ fn generated_files_match_the_golden_files() {
         ("directory_observer.ini", &generated.directory_observer_ini),
         ("switch_rules.ini", &generated.switch_rules_ini),
         ("collector.ini", &generated.collector_ini),
+        ("reflector.ini", &generated.reflector_ini),
     ] {
         let actual = text.replace(&root, HOME_PLACEHOLDER);
         let path = expected_dir.join(name);
@@ -79,7 +80,7 @@ fn generated_files_match_the_golden_files() {
 }
 
 #[test]
-fn generated_files_load_in_ringmaster_directory_observer_the_switch_and_the_collector() {
+fn generated_files_load_in_the_daemons_that_read_them() {
     let tmp = tempfile::tempdir().expect("tempdir");
     copy_tree(&golden_dir().join("home"), tmp.path());
     let home = Home::new(tmp.path());
@@ -103,6 +104,7 @@ fn generated_files_load_in_ringmaster_directory_observer_the_switch_and_the_coll
             "conf_monitor",
             "jsonlog2es",
             "collector",
+            "reflector",
             "gc",
             "step.switch.main",
             "step.archive.failed",
@@ -175,6 +177,20 @@ fn generated_files_load_in_ringmaster_directory_observer_the_switch_and_the_coll
     assert_eq!(ids, ["archive.disk"]);
     assert_eq!(col.collections[0].plugin_dir, home.plugin_dir("archive"));
     assert_eq!(col.collections[0].correlation_info["role"], "archive");
+
+    let refl = reflector::config::Config::load(&home.reflector_ini())
+        .unwrap_or_else(|e| panic!("the reflector refuses the generated file:\n{e}"));
+    assert_eq!(
+        refl.settings.endpoints,
+        [("127.0.0.1".to_string(), 8086)],
+        "[influxdb] url"
+    );
+    assert_eq!(
+        refl.settings.retry_count, 5,
+        "[reflector] of ironwork.ini is carried over"
+    );
+    let ids: Vec<&str> = refl.reflections.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["demo.alerts", "demo.all"], "file order, the order they fire in");
 }
 
 #[test]
