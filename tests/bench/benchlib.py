@@ -1,10 +1,10 @@
 """Helpers shared by the benchmark scripts in tests/bench (supervisors.py, pipeline.py,
-logship.py).
+logship.py, collector.py, reflector.py).
 
 It holds what the scripts do the same way: the repository, cargo target and shared virtualenv
 paths, the error type, progress logging, the virtualenv with pinned PyPI requirements (each
 script passes its own pins), free loopback ports, a process's CPU time from /proc, percentiles,
-tool versions and the header of a report (date, kernel, CPU, exact command line) with the
+tool versions, a private redis-server on a unix socket, and the header of a report (date, kernel, CPU, exact command line) with the
 formatting of its table cells.
 
 The scripts run as `python3 tests/bench/<script>.py`, so this directory is on sys.path and they
@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import socket
 import statistics
 import subprocess
@@ -219,3 +220,60 @@ def fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# A private redis-server
+
+
+class Redis:
+    def __init__(self, workdir: Path, wrap: tuple[str, ...] = ()):
+        """`wrap`: a command prefix for redis-server (e.g. `taskset -c 0`)."""
+        if not shutil.which("redis-server"):
+            raise BenchError("redis-server missing: apt-get install -y redis-server")
+        self.sock = workdir / "redis.sock"
+        self.conn: socket.socket | None = None
+        self.proc = subprocess.Popen(
+            [*wrap, "redis-server", "--port", "0", "--unixsocket", str(self.sock), "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while self.cli("PING") != "PONG":
+            if time.time() > deadline:
+                raise BenchError("redis-server did not start")
+            time.sleep(0.05)
+
+    def cli(self, *args: str, stdin: bytes | None = None) -> str:
+        out = subprocess.run(["redis-cli", "-s", str(self.sock), *args], input=stdin,
+                             capture_output=True)
+        return out.stdout.decode().strip()
+
+    def llen(self, key: str) -> int:
+        """LLEN over one kept connection: polling through redis-cli would fork and exec a
+        process per poll, taking CPU from what is measured."""
+        if self.conn is None:
+            self.conn = socket.socket(socket.AF_UNIX)
+            self.conn.connect(str(self.sock))
+        k = key.encode()
+        self.conn.sendall(b"*2\r\n$4\r\nLLEN\r\n$%d\r\n%s\r\n" % (len(k), k))
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            reply += self.conn.recv(64)
+        return int(reply[1:].strip())
+
+    def pipe(self, commands: list[list[str]]) -> None:
+        """Send commands through `redis-cli --pipe` (RESP), in one go."""
+        buf = bytearray()
+        for cmd in commands:
+            buf += f"*{len(cmd)}\r\n".encode()
+            for arg in cmd:
+                b = arg.encode()
+                buf += f"${len(b)}\r\n".encode() + b + b"\r\n"
+        subprocess.run(["redis-cli", "-s", str(self.sock), "--pipe"], input=bytes(buf),
+                       capture_output=True, check=True)
+
+    def stop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.proc.terminate()
+        self.proc.wait(timeout=10)

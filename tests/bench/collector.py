@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 import benchlib
-from benchlib import BenchError, log
+from benchlib import BenchError, Redis, log
 
 
 def ensure_binaries(build: bool) -> tuple[Path, Path]:
@@ -44,58 +42,6 @@ def ensure_binaries(build: bool) -> tuple[Path, Path]:
         if not b.exists():
             raise BenchError(f"{b} missing (run without --no-build)")
     return collector, spawn
-
-
-class Redis:
-    def __init__(self, workdir: Path):
-        if not shutil.which("redis-server"):
-            raise BenchError("redis-server missing: apt-get install -y redis-server")
-        self.sock = workdir / "redis.sock"
-        self.conn: socket.socket | None = None
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", "0", "--unixsocket", str(self.sock), "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 10
-        while self.cli("PING") != "PONG":
-            if time.time() > deadline:
-                raise BenchError("redis-server did not start")
-            time.sleep(0.05)
-
-    def cli(self, *args: str, stdin: bytes | None = None) -> str:
-        out = subprocess.run(["redis-cli", "-s", str(self.sock), *args], input=stdin,
-                             capture_output=True)
-        return out.stdout.decode().strip()
-
-    def llen(self, key: str) -> int:
-        """LLEN over one kept connection: polling through redis-cli would fork and exec a
-        process per poll, taking CPU from what is measured."""
-        if self.conn is None:
-            self.conn = socket.socket(socket.AF_UNIX)
-            self.conn.connect(str(self.sock))
-        k = key.encode()
-        self.conn.sendall(b"*2\r\n$4\r\nLLEN\r\n$%d\r\n%s\r\n" % (len(k), k))
-        reply = b""
-        while not reply.endswith(b"\r\n"):
-            reply += self.conn.recv(64)
-        return int(reply[1:].strip())
-
-    def pipe(self, commands: list[list[str]]) -> None:
-        """Send commands through `redis-cli --pipe` (RESP), in one go."""
-        buf = bytearray()
-        for cmd in commands:
-            buf += f"*{len(cmd)}\r\n".encode()
-            for arg in cmd:
-                b = arg.encode()
-                buf += f"${len(b)}\r\n".encode() + b + b"\r\n"
-        subprocess.run(["redis-cli", "-s", str(self.sock), "--pipe"], input=bytes(buf),
-                       capture_output=True, check=True)
-
-    def stop(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
 
 def start_collector(binary: Path, workdir: Path, redis: Redis, settings: str, collections: str):

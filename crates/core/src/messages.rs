@@ -232,8 +232,9 @@ pub struct CollectedData {
     pub scheduled_at: Option<f64>,
 }
 
-/// A metric field value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A metric field value. In JSON: an integer, a float, a boolean or a string (read with one
+/// visitor, not serde's `untagged` trial and error, which costs an error per float).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum FieldValue {
     /// Signed integer (`1i` in line protocol).
@@ -246,7 +247,42 @@ pub enum FieldValue {
     Str(String),
 }
 
-/// `metrics.send.queue`: one point for Zabbix (host tag + key + value) or InfluxDB.
+impl<'de> Deserialize<'de> for FieldValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = FieldValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number, a boolean or a string")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<FieldValue, E> {
+                Ok(FieldValue::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<FieldValue, E> {
+                i64::try_from(v)
+                    .map(FieldValue::Int)
+                    .or(Ok(FieldValue::Float(v as f64)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<FieldValue, E> {
+                Ok(FieldValue::Float(v))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<FieldValue, E> {
+                Ok(FieldValue::Bool(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<FieldValue, E> {
+                Ok(FieldValue::Str(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<FieldValue, E> {
+                Ok(FieldValue::Str(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// One point for Zabbix (host tag + key + value) or InfluxDB. A `metrics.send.queue` message is
+/// one such object (as the agent API pushes them) or a JSON array of them (as a reflection
+/// pushes the points of one collection result: one message instead of one per point).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricPoint {
     /// InfluxDB measurement, or Zabbix item key.

@@ -347,11 +347,15 @@ pub struct Delivery {
 }
 
 /// Moves up to `ARGV[1]` messages from the queue's tail to the processing list's head, oldest
-/// first: the same layout `LMOVE RIGHT LEFT` one at a time would give, in two calls.
+/// first: the same layout `LMOVE RIGHT LEFT` one at a time would give. The push goes in slices:
+/// Lua's `unpack` fails past about 8,000 values, and a script that fails after its `RPOP` would
+/// lose what it popped.
 const MOVE_BATCH: &str = r"
 local out = redis.call('RPOP', KEYS[1], ARGV[1])
 if not out then return {} end
-redis.call('LPUSH', KEYS[2], unpack(out))
+for i = 1, #out, 1000 do
+  redis.call('LPUSH', KEYS[2], unpack(out, i, math.min(i + 999, #out)))
+end
 return out
 ";
 
@@ -360,6 +364,17 @@ const RECOVER: &str = r"
 local n = 0
 while redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT') do n = n + 1 end
 return n
+";
+
+/// Deletes the processing list when it holds exactly `ARGV[1]` entries (the consumer
+/// acknowledges everything it holds: the usual case), without the payloads being sent or
+/// compared; returns -1 otherwise, and the caller falls back to [`ACK`].
+const ACK_ALL: &str = r"
+if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  return tonumber(ARGV[1])
+end
+return -1
 ";
 
 /// Removes acknowledged payloads (one occurrence each) from the processing list. When they are
@@ -421,6 +436,7 @@ pub struct ReliableConsumer {
     move_batch: Script,
     recover: Script,
     ack: Script,
+    ack_all: Script,
 }
 
 impl ReliableConsumer {
@@ -437,6 +453,7 @@ impl ReliableConsumer {
             move_batch: Script::new(MOVE_BATCH),
             recover: Script::new(RECOVER),
             ack: Script::new(ACK),
+            ack_all: Script::new(ACK_ALL),
         })
     }
 
@@ -632,10 +649,26 @@ impl ReliableConsumer {
         Ok(got.into_iter().map(|payload| Delivery { payload }).collect())
     }
 
-    /// Acknowledge deliveries whose effect is durable: they leave the processing list.
+    /// Acknowledge deliveries whose effect is durable: they leave the processing list. When
+    /// they are all the consumer holds, one short call deletes the list; otherwise each payload
+    /// is removed by value.
     pub async fn ack(&self, deliveries: &[Delivery]) -> Result<u64> {
         if deliveries.is_empty() {
             return Ok(0);
+        }
+        let mut quick = self.ack_all.key(&self.processing);
+        quick.arg(deliveries.len());
+        let n: i64 = self
+            .queue
+            .redis
+            .retry("ack", |mut c| {
+                let quick = &quick;
+                async move { quick.invoke_async(&mut c).await }
+            })
+            .await
+            .map_err(self.queue.err("ack"))?;
+        if n >= 0 {
+            return Ok(n as u64);
         }
         let mut inv = self.ack.key(&self.processing);
         for d in deliveries {

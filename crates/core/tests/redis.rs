@@ -431,3 +431,21 @@ async fn acks_in_any_order_remove_exactly_the_acknowledged() {
     // Acknowledging again is harmless.
     assert_eq!(consumer.ack(&got).await.expect("ack"), 0);
 }
+
+#[tokio::test]
+async fn a_pop_larger_than_luas_unpack_limit_moves_everything_and_loses_nothing() {
+    let server = RedisServer::start();
+    let redis = Redis::open(&server.url()).expect("client");
+    let q = Queue::new(&redis, "big");
+    let sent = messages(9000);
+    q.push_batch(&sent).await.expect("push");
+    let consumer = ReliableConsumer::new(q.clone(), "c1").expect("consumer");
+    let got = consumer.pop_batch(8500, Duration::ZERO).await.expect("pop");
+    assert_eq!(got.len(), 8500);
+    assert_eq!(consumer.in_flight().await.expect("llen"), 8500);
+    assert_eq!(q.len().await.expect("llen"), 500);
+    let payloads: Vec<_> = got.iter().map(|d| d.payload.clone()).collect();
+    assert_eq!(payloads, sent[..8500]);
+    consumer.ack(&got).await.expect("ack");
+    assert_eq!(consumer.in_flight().await.expect("llen"), 0);
+}

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::start_consumer;
-use crate::destination::Failure;
+use crate::destination::{Failure, Prepared};
 use crate::shared::{Shared, DEAD_CAP};
 
 /// Batches one backup writer moves per round trip.
@@ -33,6 +33,8 @@ const BACKUP_BULK: usize = 100;
 const RESEND_PAGE: isize = 100;
 /// Batches one resend round delivers at most before yielding to the next round.
 const RESEND_BUDGET: usize = 200;
+/// Rows one resend round examines at most.
+const RESEND_SCAN: usize = 1000;
 
 /// Move batches from `queue` into the sorted set `table` until `token` is cancelled.
 pub async fn write_backups(shared: Arc<Shared>, queue: &'static str, table: &'static str, token: CancellationToken) {
@@ -95,6 +97,7 @@ pub async fn lead(shared: Arc<Shared>, mut leader: watch::Receiver<bool>, token:
         shared.stats.leader.set(1);
         tracing::info!("reflector leader: resend and expiry active");
         let mut next_expiry = tokio::time::Instant::now();
+        let mut orphans = 0;
         loop {
             if tokio::time::Instant::now() >= next_expiry {
                 next_expiry = tokio::time::Instant::now() + shared.settings.expiry_interval;
@@ -102,7 +105,7 @@ pub async fn lead(shared: Arc<Shared>, mut leader: watch::Receiver<bool>, token:
                     tracing::warn!(error = %e, "expiry failed; next try at the next interval");
                 }
             }
-            if let Err(e) = resend(&shared, &leader, &token).await {
+            if let Err(e) = resend(&shared, &leader, &token, &mut orphans).await {
                 tracing::warn!(error = %e, "resend failed; next try at the next interval");
             }
             let wait = shared
@@ -150,13 +153,32 @@ pub async fn expire(shared: &Shared) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One resend round over `metrics.unsent`, oldest first.
-async fn resend(shared: &Shared, leader: &watch::Receiver<bool>, token: &CancellationToken) -> anyhow::Result<()> {
+/// One resend round over `metrics.unsent`, oldest first. It stops at the first failure of each
+/// endpoint, when no endpoint can take anything now, after [`RESEND_BUDGET`] deliveries, or
+/// after [`RESEND_SCAN`] rows examined, so a long backlog for a server that is down costs
+/// little. Rows of an endpoint no longer configured stay until they expire (and are logged).
+async fn resend(
+    shared: &Shared,
+    leader: &watch::Receiver<bool>,
+    token: &CancellationToken,
+    last_orphans: &mut usize,
+) -> anyhow::Result<()> {
     let interval = shared.settings.retry_interval;
     let mut failed: Vec<String> = Vec::new();
     let mut delivered = 0usize;
+    let mut examined = 0usize;
+    let mut orphans = 0usize;
     let mut offset: isize = 0;
+    let open = |failed: &Vec<String>| {
+        shared
+            .destinations
+            .iter()
+            .any(|d| !failed.contains(&d.name) && !d.resting(interval))
+    };
     loop {
+        if !open(&failed) || examined >= RESEND_SCAN {
+            break;
+        }
         let rows: Vec<Vec<u8>> = shared
             .redis
             .retry("resend page", |mut c| async move {
@@ -164,35 +186,36 @@ async fn resend(shared: &Shared, leader: &watch::Receiver<bool>, token: &Cancell
             })
             .await?;
         if rows.is_empty() {
-            return Ok(());
+            break;
         }
         let mut kept = 0isize;
         for row in &rows {
-            if token.is_cancelled() || !*leader.borrow() || delivered >= RESEND_BUDGET {
+            if token.is_cancelled() || !*leader.borrow() || delivered >= RESEND_BUDGET || !open(&failed) {
                 return Ok(());
             }
+            examined += 1;
             let batch: MetricBatch = match serde_json::from_slice(row) {
                 Ok(b) => b,
                 Err(e) => {
                     // Not a batch: it cannot be resent; keep it visible in the dead list.
                     let q = Queue::new(&shared.redis, names::METRICS_UNSENT_QUEUE);
-                    q.dead_letter(
-                        &shared.id,
-                        row,
-                        &format!("unreadable metrics.unsent row: {e}"),
-                        DEAD_CAP,
-                    )
-                    .await?;
+                    q.dead_letter(&shared.id, row, &format!("unreadable metrics.unsent row: {e}"), DEAD_CAP)
+                        .await?;
                     remove(shared, row).await?;
                     continue;
                 }
             };
-            let dest = shared.destinations.iter().find(|d| d.name == batch.endpoint);
-            let Some(dest) = dest.filter(|d| !failed.contains(&d.name) && !d.resting(interval)) else {
+            let Some(dest) = shared.destinations.iter().find(|d| d.name == batch.endpoint) else {
+                orphans += 1;
                 kept += 1;
                 continue;
             };
-            let outcome = dest.send(&batch.points).await;
+            if failed.contains(&dest.name) || dest.resting(interval) {
+                kept += 1;
+                continue;
+            }
+            let (prepared, _) = Prepared::new(&shared.settings.server_type, &batch.points);
+            let outcome = dest.send(&prepared).await;
             dest.record(!matches!(outcome, Err(Failure::Unreachable(_))));
             match outcome {
                 Ok(_) => {
@@ -207,8 +230,7 @@ async fn resend(shared: &Shared, leader: &watch::Receiver<bool>, token: &Cancell
                             error: None,
                             ..batch.clone()
                         };
-                        pipe.lpush(names::METRICS_SENT_QUEUE, serde_json::to_vec(&sent)?)
-                            .ignore();
+                        pipe.lpush(names::METRICS_SENT_QUEUE, serde_json::to_vec(&sent)?).ignore();
                     }
                     shared
                         .redis
@@ -236,6 +258,11 @@ async fn resend(shared: &Shared, leader: &watch::Receiver<bool>, token: &Cancell
         }
         offset += kept;
     }
+    if orphans != *last_orphans && orphans > 0 {
+        tracing::warn!(rows = orphans, "unsent batches for endpoints no longer configured: they stay until metrics_unsent_expire_days");
+    }
+    *last_orphans = orphans;
+    Ok(())
 }
 
 async fn remove(shared: &Shared, row: &[u8]) -> Result<(), redis::RedisError> {

@@ -1,4 +1,4 @@
-//! Reflection consumers: in every reflector process. Each batch is popped reliably from
+//! Reflection consumers: [`CONSUMERS`] loops in every reflector process. Each batch is popped reliably from
 //! `collector.data.queue` (up to `reflection_bulk_size`), reflected by the tree in force, and
 //! its effects (cache writes, metric points, forwards, sniffer copies) are written in one
 //! pipeline before the batch is acknowledged. A crash between the two replays the batch:
@@ -21,10 +21,15 @@ pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
 /// How often a consumer re-queues what dead peers left in flight.
 pub const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
 
+/// Reflection consumers per process: while one waits for Redis, the other reflects.
+pub const CONSUMERS: usize = 2;
+
 /// Pop, reflect, write, acknowledge, until `token` is cancelled (the batch in hand is finished).
-pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
+/// `slot` names the loop's consumer.
+pub async fn run(shared: Arc<Shared>, slot: usize, token: CancellationToken) {
     let queue = Queue::new(&shared.redis, names::COLLECTOR_DATA);
-    let Some((consumer, beating)) = start_consumer(&queue, &shared.id, &token).await else {
+    let id = format!("{}.reflect{slot}", shared.id);
+    let Some((consumer, beating)) = start_consumer(&queue, &id, &token).await else {
         return;
     };
     let mut last_sweep = tokio::time::Instant::now();
@@ -117,7 +122,7 @@ async fn reflect_batch(
     s.points_dropped.add(fx.dropped);
     s.points_unusable.add(fx.unusable);
     s.cached.add(fx.cache.len() as u64);
-    s.metrics_pushed.add(fx.metrics.len() as u64);
+    s.metrics_pushed.add(fx.metric_points);
     s.forwarded.add(fx.forward.values().map(|v| v.len() as u64).sum());
     s.sniffed.add(fx.sniff.len() as u64);
     Ok(())

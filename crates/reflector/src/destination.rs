@@ -9,11 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ironwork_core::messages::{FieldValue, MetricPoint};
+use hyper::body::Bytes;
+use ironwork_core::messages::FieldValue;
 
 use crate::config::{ServerType, Settings};
 use crate::influx::{Api, Endpoint, WriteError};
 use crate::line_protocol::encode;
+use crate::point::Point;
 use crate::zabbix::{self, Item};
 
 /// Why a send did not land.
@@ -124,52 +126,49 @@ impl Destination {
         }
     }
 
-    /// Send `points` once.
-    pub async fn send(&self, points: &[MetricPoint]) -> Result<Delivered, Failure> {
-        match &self.kind {
-            Kind::Influx(endpoint) => {
-                // One write per database (points may name their own).
-                let mut by_db: BTreeMap<Option<&str>, Vec<&MetricPoint>> = BTreeMap::new();
-                for p in points {
-                    by_db.entry(p.database.as_deref()).or_default().push(p);
-                }
-                for (db, points) in by_db {
-                    let mut body = String::with_capacity(points.len() * 80);
-                    for p in points {
-                        // Points were checked on the way in; one that still cannot be written is skipped.
-                        let _ = encode(p, &mut body);
-                    }
+    /// Send a prepared batch once.
+    pub async fn send(&self, batch: &Prepared) -> Result<Delivered, Failure> {
+        match (&self.kind, &batch.payload) {
+            (Kind::Influx(endpoint), Payload::Influx(bodies)) => {
+                // One write per database; every database is tried. A server that is away wins
+                // over a refusal: the whole batch is then kept and resent (writes are idempotent).
+                let mut worst: Option<Failure> = None;
+                for (db, body) in bodies {
                     let result = match db {
-                        None => endpoint.write(body).await,
+                        None => endpoint.write(body.clone()).await,
                         Some(db) => {
                             let mut e = endpoint.clone();
                             e.api = match e.api {
-                                Api::V1 { rp, auth, .. } => Api::V1 {
-                                    db: db.to_string(),
-                                    rp,
-                                    auth,
-                                },
+                                Api::V1 { rp, auth, .. } => Api::V1 { db: db.clone(), rp, auth },
                                 Api::V2 { org, token, .. } => Api::V2 {
                                     org,
-                                    bucket: db.to_string(),
+                                    bucket: db.clone(),
                                     token,
                                 },
                             };
-                            e.write(body).await
+                            e.write(body.clone()).await
                         }
                     };
-                    result.map_err(|e| match e {
-                        WriteError::Retry(e) => Failure::Unreachable(e),
-                        WriteError::Refused(e) => Failure::Refused(e),
-                    })?;
+                    match result {
+                        Ok(()) => {}
+                        Err(WriteError::Retry(e)) => {
+                            if !matches!(worst, Some(Failure::Unreachable(_))) {
+                                worst = Some(Failure::Unreachable(e));
+                            }
+                        }
+                        Err(WriteError::Refused(e)) => {
+                            if worst.is_none() {
+                                worst = Some(Failure::Refused(e));
+                            }
+                        }
+                    }
                 }
-                Ok(Delivered::default())
+                worst.map_or(Ok(Delivered::default()), Err)
             }
-            Kind::Zabbix { host, port, timeout } => {
-                let items: Vec<Item> = points.iter().filter_map(|p| zabbix_item(p).ok()).collect();
+            (Kind::Zabbix { host, port, timeout }, Payload::Zabbix(items)) => {
                 let now = ironwork_core::messages::epoch_seconds();
-                let sent_at = Some((now as i64, ((now.fract()) * 1e9) as u32));
-                match zabbix::send(host, *port, &items, sent_at, *timeout).await {
+                let sent_at = Some((now as i64, (now.fract() * 1e9) as u32));
+                match zabbix::send(host, *port, items, sent_at, *timeout).await {
                     Ok(outcome) => Ok(Delivered {
                         failed_items: outcome.failed,
                     }),
@@ -177,29 +176,84 @@ impl Destination {
                     Err(zabbix::SendError::Answer(e)) => Err(Failure::Refused(e.to_string())),
                 }
             }
+            _ => Err(Failure::Refused("batch prepared for another server type".into())),
         }
     }
 }
 
-/// Whether `point` can be sent to servers of `server_type`; the reason when it cannot.
-pub fn check(server_type: &ServerType, point: &MetricPoint, scratch: &mut String) -> Result<(), String> {
-    match server_type {
-        ServerType::InfluxDb(_) => {
-            scratch.clear();
-            encode(point, scratch).map_err(|e| e.to_string())
+/// What a batch becomes on the wire, computed once for every endpoint.
+#[derive(Debug)]
+enum Payload {
+    /// Line protocol per database (`None`: the endpoint's own).
+    Influx(Vec<(Option<String>, Bytes)>),
+    /// Trapper items.
+    Zabbix(Vec<Item>),
+}
+
+/// A batch encoded once for every endpoint.
+#[derive(Debug)]
+pub struct Prepared {
+    payload: Payload,
+}
+
+impl Prepared {
+    /// Encode `points` for servers of `server_type`. Returns the batch and the points that
+    /// cannot be sent (by index) with the reason; those are left out.
+    pub fn new<P: Point>(server_type: &ServerType, points: &[P]) -> (Self, Vec<(usize, String)>) {
+        let mut bad = Vec::new();
+        let payload = match server_type {
+            ServerType::InfluxDb(_) => {
+                let mut bodies: BTreeMap<Option<&str>, String> = BTreeMap::new();
+                let mut line = String::with_capacity(128);
+                let size = points.len() * 100;
+                for (i, p) in points.iter().enumerate() {
+                    line.clear();
+                    match encode(p, &mut line) {
+                        Ok(()) => bodies
+                            .entry(p.database())
+                            .or_insert_with(|| String::with_capacity(size))
+                            .push_str(&line),
+                        Err(e) => bad.push((i, e.to_string())),
+                    }
+                }
+                Payload::Influx(
+                    bodies
+                        .into_iter()
+                        .map(|(db, b)| (db.map(str::to_string), Bytes::from(b)))
+                        .collect(),
+                )
+            }
+            ServerType::Zabbix => {
+                let mut items = Vec::with_capacity(points.len());
+                for (i, p) in points.iter().enumerate() {
+                    match zabbix_item(p) {
+                        Ok(item) => items.push(item),
+                        Err(e) => bad.push((i, e)),
+                    }
+                }
+                Payload::Zabbix(items)
+            }
+        };
+        (Self { payload }, bad)
+    }
+
+    /// Whether nothing is left to send.
+    pub fn is_empty(&self) -> bool {
+        match &self.payload {
+            Payload::Influx(bodies) => bodies.is_empty(),
+            Payload::Zabbix(items) => items.is_empty(),
         }
-        ServerType::Zabbix => zabbix_item(point).map(drop),
     }
 }
 
 /// The Zabbix item of a point: host from the `host` tag, key from the name, the `value` field
 /// (or the only field) as text, clock and ns from the timestamp.
-pub fn zabbix_item(p: &MetricPoint) -> Result<Item, String> {
-    let host = p.tags.get("host").ok_or("no host tag (the Zabbix host)")?;
-    let value = match (p.fields.get("value"), p.fields.len()) {
-        (Some(v), _) => v,
-        (None, 1) => p.fields.values().next().ok_or("no field")?,
-        _ => return Err("no value field (and more than one field)".into()),
+pub fn zabbix_item(p: &impl Point) -> Result<Item, String> {
+    let host = p.tag("host").ok_or("no host tag (the Zabbix host)")?;
+    let value = match p.fields().find(|(k, _)| *k == "value") {
+        Some((_, v)) => v,
+        None if p.field_count() == 1 => p.fields().next().map(|(_, v)| v).ok_or("no field")?,
+        None => return Err("no value field (and more than one field)".into()),
     };
     let value = match value {
         FieldValue::Int(i) => i.to_string(),
@@ -207,14 +261,15 @@ pub fn zabbix_item(p: &MetricPoint) -> Result<Item, String> {
         FieldValue::Bool(b) => u8::from(*b).to_string(),
         FieldValue::Str(s) => s.clone(),
     };
-    if p.name.is_empty() || host.is_empty() {
+    if p.name().is_empty() || host.is_empty() {
         return Err("empty item key or host".into());
     }
+    let ts = p.timestamp_ns();
     Ok(Item {
-        host: host.clone(),
-        key: p.name.clone(),
+        host: host.to_string(),
+        key: p.name().to_string(),
         value,
-        clock: Some(p.timestamp_ns.div_euclid(1_000_000_000)),
-        ns: Some(p.timestamp_ns.rem_euclid(1_000_000_000) as u32),
+        clock: Some(ts.div_euclid(1_000_000_000)),
+        ns: Some(ts.rem_euclid(1_000_000_000) as u32),
     })
 }

@@ -1,8 +1,9 @@
 //! Writing line protocol to InfluxDB over HTTP: v1 `POST /write?db=&precision=ns[&rp=]` (with
 //! `u`/`p` credentials when given) or v2 `POST /api/v2/write?org=&bucket=&precision=ns` with
-//! `Authorization: Token …`. Success is 204. The answer sorts failures for the sender: a
-//! transport error, a 5xx or a 429 is worth retrying (the batch goes to the unsent backup if it
-//! keeps failing); any other 4xx means the data itself was refused and retrying cannot help.
+//! `Authorization: Token …`. Success is 204. The answer sorts failures for the sender: 400 and
+//! 422 mean the data itself was refused (a malformed line, a field type conflict) and retrying
+//! cannot help; anything else (no answer, 5xx, 429, a missing database, bad credentials, a body
+//! over the server's limit) is the server's state, so the batch is kept and resent.
 
 use std::time::Duration;
 
@@ -10,9 +11,9 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::Request;
 use ironwork_core::http::exchange;
-use ironwork_core::messages::MetricPoint;
 
 use crate::line_protocol::{encode, Unwritable};
+use crate::point::Point;
 
 /// Which write API, and where the points go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,14 +93,15 @@ impl Endpoint {
     }
 
     /// POST `body` (line protocol) once.
-    pub async fn write(&self, body: String) -> Result<(), WriteError> {
+    pub async fn write(&self, body: impl Into<Bytes>) -> Result<(), WriteError> {
+        let body = body.into();
         match tokio::time::timeout(self.timeout, self.exchange(body)).await {
             Ok(r) => r,
             Err(_) => Err(WriteError::Retry(format!("no answer within {:?}", self.timeout))),
         }
     }
 
-    async fn exchange(&self, body: String) -> Result<(), WriteError> {
+    async fn exchange(&self, body: Bytes) -> Result<(), WriteError> {
         let mut req = Request::post(self.path())
             .header("host", format!("{}:{}", self.host, self.port))
             .header("content-type", "text/plain; charset=utf-8");
@@ -107,7 +109,7 @@ impl Endpoint {
             req = req.header("authorization", format!("Token {token}"));
         }
         let req = req
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| WriteError::Refused(e.to_string()))?;
         let (status, answer) = exchange(&self.host, self.port, req, MAX_ANSWER)
             .await
@@ -115,13 +117,16 @@ impl Endpoint {
         let text = String::from_utf8_lossy(&answer);
         match status.as_u16() {
             200..=299 => Ok(()),
-            s @ (429 | 500..=599) => Err(WriteError::Retry(format!(
+            // Refusals of the data itself: a malformed line, a field type conflict.
+            s @ (400 | 422) => Err(WriteError::Refused(format!("{s} {}", text.trim()))),
+            // Everything else is the server's state, not the data's: busy, down, a missing
+            // database (404), credentials (401/403), a body over its limit (413). Kept for resend.
+            s => Err(WriteError::Retry(format!(
                 "{}:{}: {s} {}",
                 self.host,
                 self.port,
                 text.trim()
             ))),
-            s => Err(WriteError::Refused(format!("{s} {}", text.trim()))),
         }
     }
 }
@@ -130,7 +135,7 @@ impl Endpoint {
 const MAX_ANSWER: usize = 64 << 10;
 
 /// The line-protocol body of `points`, and the points refused (by index) with the reason.
-pub fn body(points: &[MetricPoint]) -> (String, Vec<(usize, Unwritable)>) {
+pub fn body(points: &[impl Point]) -> (String, Vec<(usize, Unwritable)>) {
     let mut out = String::with_capacity(points.len() * 64);
     let mut refused = Vec::new();
     for (i, p) in points.iter().enumerate() {

@@ -14,7 +14,7 @@
 //!   [`backup`]: the sent/unsent tables, resend and expiry; [`destination`]: one metric server.
 //! - [`influx`] and [`line_protocol`]: InfluxDB v1/v2 writes, every element escaped as the
 //!   protocol wants; [`zabbix`]: the Zabbix sender protocol (`ZBXD` framing, `sender data`,
-//!   both response styles).
+//!   both response styles); [`point`]: points owned or read in place.
 //! - [`shared`] and [`stats`]: what the tasks share.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -25,6 +25,7 @@ pub mod consumer;
 pub mod destination;
 pub mod influx;
 pub mod line_protocol;
+pub mod point;
 pub mod reflection;
 pub mod sender;
 pub mod shared;
@@ -96,15 +97,19 @@ pub async fn start(
         config_path: config.path,
         reflections,
         stats: stats::Stats::new(),
-        id: format!("{}.{}", hostname(), std::process::id()),
+        // Stable across restarts of the same worker slot, so a restarted process takes back
+        // what its predecessor left in flight at once.
+        id: format!(
+            "{}.{}",
+            hostname(),
+            std::env::var("RINGMASTER_WID").map_or_else(|_| format!("pid{}", std::process::id()), |w| format!("wid{w}"))
+        ),
     });
     let keeper = LeaseKeeper::spawn(
         Lease::new(&redis, names::REFLECTOR_LEASE, settings.leader_ttl),
         token.child_token(),
     );
     let mut tasks = vec![
-        tokio::spawn(consumer::run(shared.clone(), token.clone())),
-        tokio::spawn(sender::run(shared.clone(), token.clone())),
         tokio::spawn(backup::write_backups(
             shared.clone(),
             names::METRICS_SENT_QUEUE,
@@ -119,6 +124,15 @@ pub async fn start(
         )),
         tokio::spawn(backup::lead(shared.clone(), keeper.watch(), token.clone())),
     ];
+    if shared.destinations.is_empty() {
+        tracing::warn!("no metrics_server_endpoints: metrics.send.queue is not consumed");
+    }
+    for slot in 0..consumer::CONSUMERS {
+        tasks.push(tokio::spawn(consumer::run(shared.clone(), slot, token.clone())));
+    }
+    for slot in 0..sender::SENDERS {
+        tasks.push(tokio::spawn(sender::run(shared.clone(), slot, token.clone())));
+    }
     if let Some(listener) = listener {
         let r = redis.clone();
         let health: HealthCheck = Arc::new(move || Health {

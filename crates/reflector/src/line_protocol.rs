@@ -14,7 +14,9 @@
 
 use std::fmt::Write as _;
 
-use ironwork_core::messages::{FieldValue, MetricPoint};
+use ironwork_core::messages::FieldValue;
+
+use crate::point::Point;
 
 /// Why a point cannot be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,12 +68,13 @@ fn unquoted(what: &str, s: &str) -> Result<(), Unwritable> {
 }
 
 /// Append `point` as one line (with its `\n`) to `out`; on error `out` is unchanged.
-pub fn encode(point: &MetricPoint, out: &mut String) -> Result<(), Unwritable> {
-    if point.name.is_empty() {
+pub fn encode(point: &impl Point, out: &mut String) -> Result<(), Unwritable> {
+    let name = point.name();
+    if name.is_empty() {
         return Err(Unwritable::EmptyMeasurement);
     }
-    unquoted("measurement", &point.name)?;
-    if point.name.starts_with('#') {
+    unquoted("measurement", name)?;
+    if name.starts_with('#') {
         // A line starting with # is a comment: the point would vanish.
         return Err(Unwritable::Comment);
     }
@@ -83,9 +86,9 @@ pub fn encode(point: &MetricPoint, out: &mut String) -> Result<(), Unwritable> {
     result
 }
 
-fn write_line(point: &MetricPoint, out: &mut String) -> Result<(), Unwritable> {
-    escape(out, &point.name, &[',', ' ']);
-    for (k, v) in &point.tags {
+fn write_line(point: &impl Point, out: &mut String) -> Result<(), Unwritable> {
+    escape(out, point.name(), &[',', ' ']);
+    for (k, v) in point.tags() {
         if k.is_empty() || v.is_empty() {
             continue;
         }
@@ -97,7 +100,7 @@ fn write_line(point: &MetricPoint, out: &mut String) -> Result<(), Unwritable> {
         escape(out, v, &[',', '=', ' ']);
     }
     let mut first = true;
-    for (k, v) in &point.fields {
+    for (k, v) in point.fields() {
         if k.is_empty() {
             return Err(Unwritable::EmptyFieldKey);
         }
@@ -134,13 +137,15 @@ fn write_line(point: &MetricPoint, out: &mut String) -> Result<(), Unwritable> {
     if first {
         return Err(Unwritable::NoField);
     }
-    let _ = writeln!(out, " {}", point.timestamp_ns);
+    let _ = writeln!(out, " {}", point.timestamp_ns());
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use ironwork_core::messages::MetricPoint;
 
     use super::*;
 

@@ -13,6 +13,11 @@ use ironwork_core::Redis;
 use redis::AsyncCommands;
 use reflector::config::Config;
 
+/// The reflector allocates and frees a few small strings and maps per point; glibc's malloc
+/// spent a fifth of its time there, mimalloc a fraction of that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Reflections over collected data, and the metric sender to Zabbix and InfluxDB.
 #[derive(Debug, Parser)]
 #[command(name = "reflector", version)]

@@ -15,15 +15,17 @@
 //!
 //! Every reflection that matches fires, in definition order, unless one says `stop`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
 use ironwork_core::messages::names::REFLECTOR_CACHE_PREFIX as CACHE_PREFIX;
-use ironwork_core::messages::{CollectedData, DataPoint, FieldValue, MetricPoint};
+use ironwork_core::messages::{CollectedData, DataPoint, FieldValue};
 use ironwork_core::template::render_with;
 use serde::Serialize;
 
+use crate::point::PointRef;
 use crate::tree::{Condition, Subject, Tree};
 
 /// `push_metrics`: how a data point becomes a metric point. Templates take `{name}`,
@@ -88,8 +90,10 @@ struct Cached<'a> {
 pub struct Effects {
     /// `(key, value, ttl)` cache writes.
     pub cache: Vec<(String, Vec<u8>, Duration)>,
-    /// Serialized [`MetricPoint`]s for `metrics.send.queue`.
+    /// `metrics.send.queue` messages: per input message, its metric points as one JSON array.
     pub metrics: Vec<Vec<u8>>,
+    /// Metric points in [`Effects::metrics`].
+    pub metric_points: u64,
     /// Serialized `CollectedData` per destination queue.
     pub forward: BTreeMap<String, Vec<Vec<u8>>>,
     /// Serialized `CollectedData` for the sniffer queue.
@@ -139,6 +143,7 @@ impl Reflections {
     pub fn reflect(&self, data: &CollectedData, out: &mut Effects) {
         let mut forwarded: BTreeMap<&str, Vec<&DataPoint>> = BTreeMap::new();
         let mut sniffed: Vec<&DataPoint> = Vec::new();
+        let mut metrics: Vec<PointRef<'_>> = Vec::new();
         for point in &data.points {
             let subject = Subject {
                 plugin: &data.plugin,
@@ -164,13 +169,20 @@ impl Reflections {
                         }
                         Action::Cache(ttl) => out.cache.push(cache_entry(data, point, &reflection.id, *ttl)),
                         Action::PushMetrics(map) => match metric(data, point, map) {
-                            Some(m) => out.metrics.push(serde_json::to_vec(&m).unwrap_or_default()),
+                            Some(m) => metrics.push(m),
                             None => out.unusable += 1,
                         },
                         Action::Forward(queue) => forwarded.entry(queue).or_default().push(point),
                         Action::Sniff => sniffed.push(point),
                     }
                 }
+            }
+        }
+        if !metrics.is_empty() {
+            out.metric_points += metrics.len() as u64;
+            let mut json = Vec::with_capacity(metrics.len() * 128);
+            if serde_json::to_writer(&mut json, &metrics).is_ok() {
+                out.metrics.push(json);
             }
         }
         for (queue, points) in forwarded {
@@ -220,11 +232,15 @@ fn timestamp(data: &CollectedData, point: &DataPoint) -> f64 {
 
 /// Float epoch seconds to nanoseconds, to the microsecond: an `f64` near 1.7e9 s holds about
 /// 0.24 µs of fraction, so finer digits would be noise (`1700000000.25` → `…250000000`, not
-/// `…249999872`).
-pub fn to_ns(seconds: f64) -> i64 {
+/// `…249999872`). `None` past what nanoseconds in an `i64` can hold (year 2262), e.g. a
+/// timestamp in milliseconds.
+pub fn to_ns(seconds: f64) -> Option<i64> {
     let whole = seconds.floor();
+    if !whole.is_finite() || whole.abs() >= 9.2e9 {
+        return None;
+    }
     let micros = ((seconds - whole) * 1e6).round() as i64;
-    whole as i64 * 1_000_000_000 + micros * 1_000
+    (whole as i64).checked_mul(1_000_000_000)?.checked_add(micros * 1_000)
 }
 
 /// The cache key of a point's series.
@@ -256,8 +272,9 @@ fn cache_entry(
     (key, serde_json::to_vec(&value).unwrap_or_default(), ttl)
 }
 
-/// The metric point `map` makes of `point`; `None` when its value cannot be a field.
-pub fn metric(data: &CollectedData, point: &DataPoint, map: &MetricMap) -> Option<MetricPoint> {
+/// The metric point `map` makes of `point`, borrowing from both; `None` when its value cannot
+/// be a field.
+pub fn metric<'a>(data: &'a CollectedData, point: &'a DataPoint, map: &'a MetricMap) -> Option<PointRef<'a>> {
     // Numbers are always floats: a series whose values are sometimes 1 and sometimes 1.5
     // would otherwise hit InfluxDB's field type conflict.
     let value = match &point.value {
@@ -266,7 +283,8 @@ pub fn metric(data: &CollectedData, point: &DataPoint, map: &MetricMap) -> Optio
         serde_json::Value::String(s) => FieldValue::Str(s.clone()),
         _ => return None,
     };
-    let lookup = |k: &str| -> Option<&str> {
+    let timestamp_ns = to_ns(timestamp(data, point))?;
+    let lookup = |k: &str| -> Option<&'a str> {
         match k {
             "name" => Some(&point.name),
             "plugin" => Some(&data.plugin),
@@ -279,23 +297,34 @@ pub fn metric(data: &CollectedData, point: &DataPoint, map: &MetricMap) -> Optio
                 .map(String::as_str),
         }
     };
-    let mut tags = point.tags.clone();
+    // `{name}` alone (the usual template) borrows; anything else is rendered.
+    let render = |template: &'a str| -> Cow<'a, str> {
+        match template.strip_prefix('{').and_then(|t| t.strip_suffix('}')).and_then(lookup) {
+            Some(v) if !template[1..template.len() - 1].contains(['{', '}']) => Cow::Borrowed(v),
+            _ => Cow::Owned(render_with(template, lookup)),
+        }
+    };
+    let mut tags: BTreeMap<Cow<'a, str>, Cow<'a, str>> = point
+        .tags
+        .iter()
+        .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+        .collect();
     for (k, template) in &map.tags {
-        tags.insert(k.clone(), render_with(template, lookup));
+        tags.insert(Cow::Borrowed(k.as_str()), render(template));
     }
     if !tags.contains_key("host") {
-        let host = render_with(&map.host, lookup);
+        let host = render(&map.host);
         if !host.is_empty() {
-            tags.insert("host".into(), host);
+            tags.insert(Cow::Borrowed("host"), host);
         }
     }
     tags.retain(|_, v| !v.is_empty());
-    Some(MetricPoint {
-        name: render_with(&map.name, lookup),
+    Some(PointRef {
+        name: render(&map.name),
         tags,
-        fields: BTreeMap::from([(map.field.clone(), value)]),
-        timestamp_ns: to_ns(timestamp(data, point)),
-        database: map.database.as_ref().map(|d| render_with(d, lookup)),
+        fields: BTreeMap::from([(Cow::Borrowed(map.field.as_str()), value)]),
+        timestamp_ns,
+        database: map.database.as_deref().map(render),
     })
 }
 
@@ -353,9 +382,11 @@ mod tests {
 
     #[test]
     fn seconds_become_nanoseconds_to_the_microsecond() {
-        assert_eq!(to_ns(1_700_000_000.25), 1_700_000_000_250_000_000);
-        assert_eq!(to_ns(1_700_000_000.123_456), 1_700_000_000_123_456_000);
-        assert_eq!(to_ns(1.5), 1_500_000_000);
+        assert_eq!(to_ns(1_700_000_000.25), Some(1_700_000_000_250_000_000));
+        assert_eq!(to_ns(1_700_000_000.123_456), Some(1_700_000_000_123_456_000));
+        assert_eq!(to_ns(1.5), Some(1_500_000_000));
+        assert_eq!(to_ns(1.7e12), None, "milliseconds are not seconds");
+        assert_eq!(to_ns(f64::NAN), None);
     }
 
     #[test]
@@ -381,7 +412,8 @@ mod tests {
         assert!(fx.forward.is_empty(), "drop skips later actions and reflections");
         assert_eq!(fx.cache.len(), 1);
         assert_eq!(fx.cache[0].0, "reflector.cache.p.c.web1.load,cpu=0");
-        let m: MetricPoint = serde_json::from_slice(&fx.metrics[0]).unwrap();
+        let m: Vec<ironwork_core::messages::MetricPoint> = serde_json::from_slice(&fx.metrics[0]).unwrap();
+        let m = &m[0];
         assert_eq!(m.name, "p_load");
         assert_eq!(m.tags["host"], "web1");
         assert_eq!(m.tags["site"], "paris");
@@ -405,7 +437,8 @@ mod tests {
         ]);
         let mut fx = Effects::default();
         r.reflect(&data(), &mut fx);
-        assert_eq!(fx.metrics.len(), 2, "the list value is not a field");
+        assert_eq!(fx.metrics.len(), 1, "one message per input message");
+        assert_eq!(fx.metric_points, 2, "the list value is not a field");
         assert_eq!(fx.unusable, 1);
         assert_eq!(fx.forward["q"].len(), 1, "one message per queue per input");
         assert!(fx.sniff.is_empty());

@@ -1,36 +1,48 @@
-//! The metric sender: in every reflector process. Each batch is popped reliably from
-//! `metrics.send.queue` (up to `metrics_send_bulk_size` points); points the servers cannot
-//! take (not a metric point, or not encodable: NaN, a measurement starting with `#`, no Zabbix
-//! host…) go to `metrics.send.queue.dead` with the reason. The rest is sent to every endpoint
-//! at once, each with `metrics_send_retry_count` retries `metrics_send_retry_interval` apart
-//! (doubling). Then, per endpoint, the batch is recorded: delivered → `metrics.sent.queue`
-//! (when `metrics_sent_backup_mode` is on); not delivered → `metrics.unsent.queue`, from which
-//! the leader resends it when the server answers again; refused as data → the dead list. Only
-//! then is the batch acknowledged, so a crash replays it rather than losing it.
+//! The metric sender: in every reflector process, [`SENDERS`] loops. Each pops reliably from
+//! `metrics.send.queue` (a message is one point, or the array of points a reflection made of
+//! one collection result) about `metrics_send_bulk_size` points at a time; points the servers
+//! cannot take (not a metric point, or not encodable: NaN, a measurement starting with `#`, no
+//! Zabbix host…) go to `metrics.send.queue.dead` with the reason. The rest is encoded once and
+//! sent to every endpoint at once, each with `metrics_send_retry_count` retries
+//! `metrics_send_retry_interval` apart (doubling). Then, per endpoint, the batch is recorded:
+//! delivered → `metrics.sent.queue` (when `metrics_sent_backup_mode` is on); not delivered →
+//! `metrics.unsent.queue`, from which the leader resends it when the server answers again;
+//! refused as data → the dead list. Only then are the messages acknowledged, so a crash replays
+//! them rather than losing them. Two loops per process keep a server busy while the other
+//! decodes and encodes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ironwork_core::backoff::Backoff;
-use ironwork_core::messages::{epoch_seconds, names, MetricBatch, MetricPoint};
+use ironwork_core::messages::{epoch_seconds, names, MetricBatch};
 use ironwork_core::queue::{Delivery, ReliableConsumer};
 use ironwork_core::Queue;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{start_consumer, ORPHAN_SWEEP};
-use crate::destination::{check, Destination, Failure};
+use crate::destination::{Delivered, Destination, Failure, Prepared};
+use crate::point::{parse_message, PointRef};
 use crate::shared::{Shared, DEAD_CAP};
 
-/// Pop, send, record, acknowledge, until `token` is cancelled (the batch in hand is finished).
-pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
+/// Sender loops per process.
+pub const SENDERS: usize = 2;
+
+/// Pop, send, record, acknowledge, until `token` is cancelled (the batch in hand is finished;
+/// retries still waiting give up and the batch is recorded as unsent). `slot` names the loop's
+/// consumer.
+pub async fn run(shared: Arc<Shared>, slot: usize, token: CancellationToken) {
     if shared.destinations.is_empty() {
-        tracing::warn!("no metrics_server_endpoints: metrics.send.queue is not consumed");
         return;
     }
     let queue = Queue::new(&shared.redis, names::METRICS_SEND);
-    let Some((consumer, beating)) = start_consumer(&queue, &shared.id, &token).await else {
+    let id = format!("{}.sender{slot}", shared.id);
+    let Some((consumer, beating)) = start_consumer(&queue, &id, &token).await else {
         return;
     };
+    let bulk = shared.settings.send_bulk_size;
+    // Messages per pop, adapted to the points per message seen so far.
+    let mut per_message = 1.0f64;
     let mut last_sweep = tokio::time::Instant::now();
     while !token.is_cancelled() {
         if last_sweep.elapsed() >= ORPHAN_SWEEP {
@@ -39,9 +51,10 @@ pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
                 tracing::warn!(error = %e, "cannot sweep dead consumers' messages");
             }
         }
+        let count = ((bulk as f64 / per_message).round() as usize).clamp(1, bulk);
         let popped = tokio::select! {
             _ = token.cancelled() => break,
-            r = consumer.pop_batch(shared.settings.send_bulk_size, Duration::from_secs(1)) => r,
+            r = consumer.pop_batch(count, Duration::from_secs(1)) => r,
         };
         let deliveries = match popped {
             Ok(d) if d.is_empty() => continue,
@@ -52,125 +65,163 @@ pub async fn run(shared: Arc<Shared>, token: CancellationToken) {
                 continue;
             }
         };
-        shared.stats.send_taken.add(deliveries.len() as u64);
-        if let Err(e) = send_batch(&shared, &consumer, deliveries).await {
-            tracing::error!(error = %e, "cannot record a batch; it will be replayed");
-            let _ = consumer.recover().await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        let messages = deliveries.len();
+        match send_messages(&shared, &consumer, deliveries, &token).await {
+            Ok(points) => per_message = (points.max(1) as f64 / messages as f64).max(1.0),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record a batch; it will be replayed");
+                let _ = consumer.recover().await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     }
     beating.cancel();
-    tracing::info!("sender stopped");
+    tracing::info!(consumer = %id, "sender stopped");
 }
 
-async fn send_batch(shared: &Shared, consumer: &ReliableConsumer, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
-    let n = deliveries.len();
-    let decoded = consumer.decode::<MetricPoint>(deliveries, DEAD_CAP).await?;
-    let mut dead = n - decoded.len();
-    let mut scratch = String::new();
-    let mut points = Vec::with_capacity(decoded.len());
-    let mut taken = Vec::with_capacity(decoded.len());
-    for (d, p) in decoded {
-        match check(&shared.settings.server_type, &p, &mut scratch) {
-            Ok(()) => {
-                points.push(p);
+/// Decode (in place), send in batches of at most `metrics_send_bulk_size` points, record,
+/// acknowledge. Returns the number of points taken.
+async fn send_messages(
+    shared: &Shared,
+    consumer: &ReliableConsumer,
+    deliveries: Vec<Delivery>,
+    token: &CancellationToken,
+) -> anyhow::Result<usize> {
+    let mut points: Vec<PointRef<'_>> = Vec::new();
+    let mut taken = Vec::with_capacity(deliveries.len());
+    for d in &deliveries {
+        match parse_message(&d.payload) {
+            Ok(p) => {
+                points.extend(p);
                 taken.push(d);
             }
-            Err(reason) => {
+            Err(e) => {
+                shared.stats.send_dead.inc();
                 consumer
-                    .dead_letter(&d, &format!("cannot be sent: {reason}"), DEAD_CAP)
+                    .dead_letter(d, &format!("not a metric point or list of points: {e}"), DEAD_CAP)
                     .await?;
-                dead += 1;
             }
         }
     }
-    shared.stats.send_dead.add(dead as u64);
-    if points.is_empty() {
-        return Ok(());
+    let n = points.len();
+    shared.stats.send_taken.add(n as u64);
+    for chunk in points.chunks(shared.settings.send_bulk_size) {
+        let (prepared, bad) = Prepared::new(&shared.settings.server_type, chunk);
+        for (i, reason) in &bad {
+            shared.stats.send_dead.inc();
+            consumer
+                .queue()
+                .dead_letter(
+                    consumer.id(),
+                    &serde_json::to_vec(&chunk[*i])?,
+                    &format!("cannot be sent: {reason}"),
+                    DEAD_CAP,
+                )
+                .await?;
+        }
+        if !prepared.is_empty() {
+            let good: Vec<&PointRef<'_>> = chunk
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !bad.iter().any(|(b, _)| b == i))
+                .map(|(_, p)| p)
+                .collect();
+            send_batch(shared, consumer, Arc::new(prepared), &good, token).await?;
+        }
     }
+    let taken: Vec<Delivery> = taken.into_iter().cloned().collect();
+    consumer.ack(&taken).await?;
+    Ok(n)
+}
+
+/// One batch to every endpoint, then its records (`points`: the batch's points, for them).
+async fn send_batch(
+    shared: &Shared,
+    consumer: &ReliableConsumer,
+    batch: Arc<Prepared>,
+    points: &[&PointRef<'_>],
+    token: &CancellationToken,
+) -> anyhow::Result<()> {
     let batch_id = new_batch_id();
-    let outcomes = send_everywhere(shared, &points).await;
-    let mut sent = Vec::new();
-    let mut unsent = Vec::new();
+    let n = points.len() as u64;
+    let mut set = tokio::task::JoinSet::new();
+    for (i, dest) in shared.destinations.iter().enumerate() {
+        let (dest, batch, token) = (dest.clone(), batch.clone(), token.clone());
+        let (count, interval) = (shared.settings.retry_count, shared.settings.retry_interval);
+        set.spawn(async move { (i, deliver(&dest, &batch, count, interval, &token).await) });
+    }
+    let mut outcomes: Vec<(u32, Result<Delivered, Failure>)> = (0..shared.destinations.len())
+        .map(|_| (0, Err(Failure::Unreachable("send task failed".into()))))
+        .collect();
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, r)) = joined {
+            outcomes[i] = r;
+        }
+    }
+    let mut records: Vec<(&'static str, Vec<u8>)> = Vec::new();
     for (dest, (attempts, outcome)) in shared.destinations.iter().zip(outcomes) {
-        let batch = |error: Option<String>| MetricBatch {
+        let record = |error: Option<String>| MetricBatch {
             batch_id: batch_id.clone(),
             endpoint: dest.name.clone(),
             attempted_at: epoch_seconds(),
             attempts,
             error,
-            points: Vec::new(),
+            points: points.iter().map(|p| p.to_owned_point()).collect(),
         };
         match outcome {
             Ok(delivered) => {
-                shared.stats.points_sent.add(points.len() as u64);
+                shared.stats.points_sent.add(n);
                 if delivered.failed_items > 0 {
                     shared.stats.zabbix_failed.add(delivered.failed_items);
-                    tracing::warn!(endpoint = %dest.name, batch = %batch_id, failed = delivered.failed_items, total = points.len(), "the server could not store some values (unknown host or key?)");
+                    tracing::warn!(endpoint = %dest.name, batch = %batch_id, failed = delivered.failed_items, total = n, "the server could not store some values (unknown host or key?)");
                 }
                 if shared.settings.sent_backup {
-                    sent.push(batch(None));
+                    records.push((names::METRICS_SENT_QUEUE, serde_json::to_vec(&record(None))?));
                 }
             }
             Err(Failure::Unreachable(e)) => {
-                shared.stats.points_unsent.add(points.len() as u64);
-                tracing::warn!(endpoint = %dest.name, batch = %batch_id, points = points.len(), error = %e, "batch not delivered; kept in the unsent backup");
-                unsent.push(batch(Some(e)));
+                shared.stats.points_unsent.add(n);
+                tracing::warn!(endpoint = %dest.name, batch = %batch_id, points = n, error = %e, "batch not delivered; kept in the unsent backup");
+                records.push((names::METRICS_UNSENT_QUEUE, serde_json::to_vec(&record(Some(e)))?));
             }
             Err(Failure::Refused(e)) => {
-                shared.stats.points_refused.add(points.len() as u64);
-                tracing::error!(endpoint = %dest.name, batch = %batch_id, points = points.len(), error = %e, "the server refused the batch as data; dead-lettered");
-                let mut b = batch(Some(e.clone()));
-                b.points = points.clone();
-                let payload = serde_json::to_vec(&b)?;
+                shared.stats.points_refused.add(n);
+                tracing::error!(endpoint = %dest.name, batch = %batch_id, points = n, error = %e, "the server refused the batch as data; dead-lettered");
+                let payload = serde_json::to_vec(&record(Some(e.clone())))?;
                 consumer
                     .queue()
-                    .dead_letter(
-                        consumer.id(),
-                        &payload,
-                        &format!("refused by {}: {e}", dest.name),
-                        DEAD_CAP,
-                    )
+                    .dead_letter(consumer.id(), &payload, &format!("refused by {}: {e}", dest.name), DEAD_CAP)
                     .await?;
             }
         }
     }
-    record(shared, &points, sent, unsent).await?;
-    consumer.ack(&taken).await?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (queue, record) in &records {
+        pipe.lpush(*queue, record).ignore();
+    }
+    shared
+        .redis
+        .retry("record batches", |mut c| {
+            let pipe = &pipe;
+            async move { pipe.query_async::<()>(&mut c).await }
+        })
+        .await?;
     Ok(())
 }
 
-/// Send to every destination at once; each result with its attempt count.
-async fn send_everywhere(
-    shared: &Shared,
-    points: &[MetricPoint],
-) -> Vec<(u32, Result<crate::destination::Delivered, Failure>)> {
-    let mut set = tokio::task::JoinSet::new();
-    let points: Arc<[MetricPoint]> = points.to_vec().into();
-    for (i, dest) in shared.destinations.iter().enumerate() {
-        let (dest, points) = (dest.clone(), points.clone());
-        let (count, interval) = (shared.settings.retry_count, shared.settings.retry_interval);
-        set.spawn(async move { (i, deliver(&dest, &points, count, interval).await) });
-    }
-    let mut out: Vec<Option<(u32, Result<_, Failure>)>> = (0..shared.destinations.len()).map(|_| None).collect();
-    while let Some(joined) = set.join_next().await {
-        if let Ok((i, r)) = joined {
-            out[i] = Some(r);
-        }
-    }
-    out.into_iter()
-        .map(|r| r.unwrap_or((0, Err(Failure::Unreachable("send task failed".into())))))
-        .collect()
-}
-
 /// One batch to one destination: one attempt if it is down (and none if it is resting), else
-/// up to `1 + retry_count` attempts, `retry_interval` apart and doubling (capped at 30×).
+/// up to `1 + retry_count` attempts, `retry_interval` apart and doubling (capped at 30×). A
+/// cancelled `token` ends the waiting: the batch is then reported unreachable (and kept).
 pub async fn deliver(
     dest: &Destination,
-    points: &[MetricPoint],
+    batch: &Prepared,
     retry_count: u32,
     retry_interval: Duration,
-) -> (u32, Result<crate::destination::Delivered, Failure>) {
+    token: &CancellationToken,
+) -> (u32, Result<Delivered, Failure>) {
     if dest.resting(retry_interval) {
         return (0, Err(Failure::Unreachable(format!("{} is down", dest.name))));
     }
@@ -184,7 +235,7 @@ pub async fn deliver(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match dest.send(points).await {
+        match dest.send(batch).await {
             Ok(d) => {
                 dest.record(true);
                 return (attempt, Ok(d));
@@ -199,37 +250,13 @@ pub async fn deliver(
             }
             Err(Failure::Unreachable(e)) => {
                 tracing::debug!(endpoint = %dest.name, attempt, error = %e, "send failed; retrying");
-                tokio::time::sleep(delays.next_delay()).await;
+                tokio::select! {
+                    _ = token.cancelled() => return (attempt, Err(Failure::Unreachable(format!("{e} (shutting down)")))),
+                    _ = tokio::time::sleep(delays.next_delay()) => {}
+                }
             }
         }
     }
-}
-
-/// Push the sent and unsent records (with the points) to their queues, in one round trip.
-async fn record(
-    shared: &Shared,
-    points: &[MetricPoint],
-    sent: Vec<MetricBatch>,
-    unsent: Vec<MetricBatch>,
-) -> anyhow::Result<()> {
-    if sent.is_empty() && unsent.is_empty() {
-        return Ok(());
-    }
-    let mut pipe = redis::pipe();
-    for (queue, batches) in [(names::METRICS_SENT_QUEUE, sent), (names::METRICS_UNSENT_QUEUE, unsent)] {
-        for mut b in batches {
-            b.points = points.to_vec();
-            pipe.lpush(queue, serde_json::to_vec(&b)?).ignore();
-        }
-    }
-    shared
-        .redis
-        .retry("record batches", |mut c| {
-            let pipe = &pipe;
-            async move { pipe.query_async::<()>(&mut c).await }
-        })
-        .await?;
-    Ok(())
 }
 
 /// A batch id unique across processes and restarts: time, then random bits.
