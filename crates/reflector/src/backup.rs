@@ -43,10 +43,9 @@ pub async fn write_backups(shared: Arc<Shared>, queue: &'static str, table: &'st
         return;
     };
     while !token.is_cancelled() {
-        let popped = tokio::select! {
-            _ = token.cancelled() => break,
-            r = consumer.pop_batch(BACKUP_BULK, Duration::from_secs(1)) => r,
-        };
+        // Never cancelled half-way: a pop whose answer is dropped would strand what Redis
+        // moved into the processing list. It returns within a second anyway.
+        let popped = consumer.pop_batch(BACKUP_BULK, Duration::from_secs(1)).await;
         let deliveries = match popped {
             Ok(d) if d.is_empty() => continue,
             Ok(d) => d,
@@ -199,8 +198,13 @@ async fn resend(
                 Err(e) => {
                     // Not a batch: it cannot be resent; keep it visible in the dead list.
                     let q = Queue::new(&shared.redis, names::METRICS_UNSENT_QUEUE);
-                    q.dead_letter(&shared.id, row, &format!("unreadable metrics.unsent row: {e}"), DEAD_CAP)
-                        .await?;
+                    q.dead_letter(
+                        &shared.id,
+                        row,
+                        &format!("unreadable metrics.unsent row: {e}"),
+                        DEAD_CAP,
+                    )
+                    .await?;
                     remove(shared, row).await?;
                     continue;
                 }
@@ -230,7 +234,8 @@ async fn resend(
                             error: None,
                             ..batch.clone()
                         };
-                        pipe.lpush(names::METRICS_SENT_QUEUE, serde_json::to_vec(&sent)?).ignore();
+                        pipe.lpush(names::METRICS_SENT_QUEUE, serde_json::to_vec(&sent)?)
+                            .ignore();
                     }
                     shared
                         .redis
@@ -259,7 +264,10 @@ async fn resend(
         offset += kept;
     }
     if orphans != *last_orphans && orphans > 0 {
-        tracing::warn!(rows = orphans, "unsent batches for endpoints no longer configured: they stay until metrics_unsent_expire_days");
+        tracing::warn!(
+            rows = orphans,
+            "unsent batches for endpoints no longer configured: they stay until metrics_unsent_expire_days"
+        );
     }
     *last_orphans = orphans;
     Ok(())

@@ -151,6 +151,26 @@ impl Config {
             ));
         }
         let settings = settings.unwrap_or_else(defaults);
+        if settings.endpoints.is_empty() {
+            for r in &reflections {
+                let name = format!("reflection:{}", r.id);
+                let Some(section) = ini.sections.iter().find(|s| s.name == name) else {
+                    continue;
+                };
+                if r.actions.iter().any(|a| matches!(a, Action::PushMetrics(_))) {
+                    report.errors.push(
+                        ConfigError::new(
+                            file,
+                            "push_metrics needs a metric server: [reflector] metrics_server_endpoints \
+                             (with the module: [influxdb] url or [zabbix] server in ironwork.ini)",
+                        )
+                        .in_section(&section.name)
+                        .with_key("actions")
+                        .at_line(section.line),
+                    );
+                }
+            }
+        }
         report.finish(Self {
             path: file.to_path_buf(),
             settings,
@@ -342,7 +362,14 @@ fn comparisons(s: &str) -> Result<Vec<Compare>, String> {
 
 /// Queue namespaces a reflection may not forward into: they carry other payload types, or
 /// would loop data back into the reflector.
-const RESERVED_PREFIXES: [&str; 4] = ["collector.", "metrics.", "ringmaster.", "step."];
+const RESERVED_PREFIXES: [&str; 6] = [
+    "collector.",
+    "conf_monitor.",
+    "metrics.",
+    "reflector.",
+    "ringmaster.",
+    "step.",
+];
 
 /// Read one reflection section. `None` when it is unusable; the reader holds the reasons. The
 /// caller finishes the reader.
@@ -504,7 +531,7 @@ mod tests {
              [reflection:p.a]\nactions = cache, explode\nvalue = ~ 3\n\
              [reflection:p.b]\nitem = ~(\nactions = forward\n\
              [reflection:p.c]\nactions = forward\nforward_queue = metrics.send.queue\n\
-             [reflection:p.d]\n[reflection:nodot]\n[other]\n",
+             [reflection:p.d]\n[reflection:nodot]\n[other]\n[reflection:p.e]\nactions = push_metrics\n",
         )
         .unwrap_err()
         .to_string();
@@ -522,6 +549,7 @@ mod tests {
             "[reflection:p.d] actions",
             "[reflection:<plugin>.<name>]",
             "unknown section",
+            "[reflection:p.e] actions: push_metrics needs a metric server",
         ] {
             assert!(e.contains(needle), "{needle} missing from:\n{e}");
         }

@@ -41,10 +41,9 @@ pub async fn run(shared: Arc<Shared>, slot: usize, token: CancellationToken) {
                 tracing::warn!(error = %e, "cannot sweep dead consumers' messages");
             }
         }
-        let popped = tokio::select! {
-            _ = token.cancelled() => break,
-            r = consumer.pop_batch(bulk, Duration::from_secs(1)) => r,
-        };
+        // Never cancelled half-way: a pop whose answer is dropped would strand what Redis
+        // moved into the processing list. It returns within a second anyway.
+        let popped = consumer.pop_batch(bulk, Duration::from_secs(1)).await;
         let deliveries = match popped {
             Ok(d) if d.is_empty() => continue,
             Ok(d) => d,
@@ -113,8 +112,22 @@ async fn reflect_batch(
     for (_, data) in &decoded {
         reflections.reflect(data, &mut fx);
     }
-    write_effects(shared, &fx).await?;
     let acked: Vec<_> = decoded.into_iter().map(|(d, _)| d).collect();
+    if let Err(e) = write_effects(shared, &fx).await {
+        if ironwork_core::connection::is_transient(&e) {
+            return Err(e.into());
+        }
+        // Redis refuses one of the writes for good (a forward queue whose key holds another
+        // type…): replaying would repeat the other writes forever, so the batch is set aside.
+        tracing::error!(error = %e, messages = acked.len(), "Redis refuses a batch's effects; dead-lettered");
+        for d in &acked {
+            consumer
+                .dead_letter(d, &format!("cannot write its effects: {e}"), DEAD_CAP)
+                .await?;
+        }
+        shared.stats.data_dead.add(acked.len() as u64);
+        return Ok(());
+    }
     consumer.ack(&acked).await?;
     let s = &shared.stats;
     s.points_matched.add(fx.matched);

@@ -139,7 +139,11 @@ impl Destination {
                         Some(db) => {
                             let mut e = endpoint.clone();
                             e.api = match e.api {
-                                Api::V1 { rp, auth, .. } => Api::V1 { db: db.clone(), rp, auth },
+                                Api::V1 { rp, auth, .. } => Api::V1 {
+                                    db: db.clone(),
+                                    rp,
+                                    auth,
+                                },
                                 Api::V2 { org, token, .. } => Api::V2 {
                                     org,
                                     bucket: db.clone(),

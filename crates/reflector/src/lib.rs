@@ -34,6 +34,7 @@ pub mod tree;
 pub mod zabbix;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -53,6 +54,9 @@ use crate::shared::Shared;
 /// A started reflector.
 #[derive(Debug)]
 pub struct Running {
+    /// Set when a task ended on its own (a panic, a consumer that could not start): the
+    /// process then stops, and exits non-zero so its supervisor restarts it.
+    pub failed: Arc<AtomicBool>,
     /// Where `/health` and `/metrics` listen, when they do.
     pub http_addr: Option<SocketAddr>,
     /// The shared state.
@@ -62,6 +66,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// Whether a task ended on its own.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
     /// Wait for every task after `token` was cancelled; the lease is released.
     pub async fn join(self) {
         for t in self.tasks {
@@ -102,36 +111,70 @@ pub async fn start(
         id: format!(
             "{}.{}",
             hostname(),
-            std::env::var("RINGMASTER_WID").map_or_else(|_| format!("pid{}", std::process::id()), |w| format!("wid{w}"))
+            std::env::var("RINGMASTER_WID")
+                .map_or_else(|_| format!("pid{}", std::process::id()), |w| format!("wid{w}"))
         ),
     });
     let keeper = LeaseKeeper::spawn(
         Lease::new(&redis, names::REFLECTOR_LEASE, settings.leader_ttl),
         token.child_token(),
     );
+    let failed = Arc::new(AtomicBool::new(false));
+    let watched = |name: &'static str, task: tokio::task::JoinHandle<()>| {
+        let (token, failed) = (token.clone(), failed.clone());
+        tokio::spawn(async move {
+            let outcome = task.await;
+            if !token.is_cancelled() {
+                let why = outcome
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "returned".into());
+                tracing::error!(task = name, reason = %why, "a reflector task ended on its own; stopping");
+                failed.store(true, Ordering::SeqCst);
+                token.cancel();
+            }
+        })
+    };
     let mut tasks = vec![
-        tokio::spawn(backup::write_backups(
-            shared.clone(),
-            names::METRICS_SENT_QUEUE,
-            names::METRICS_SENT,
-            token.clone(),
-        )),
-        tokio::spawn(backup::write_backups(
-            shared.clone(),
-            names::METRICS_UNSENT_QUEUE,
-            names::METRICS_UNSENT,
-            token.clone(),
-        )),
-        tokio::spawn(backup::lead(shared.clone(), keeper.watch(), token.clone())),
+        watched(
+            "sent backup writer",
+            tokio::spawn(backup::write_backups(
+                shared.clone(),
+                names::METRICS_SENT_QUEUE,
+                names::METRICS_SENT,
+                token.clone(),
+            )),
+        ),
+        watched(
+            "unsent backup writer",
+            tokio::spawn(backup::write_backups(
+                shared.clone(),
+                names::METRICS_UNSENT_QUEUE,
+                names::METRICS_UNSENT,
+                token.clone(),
+            )),
+        ),
+        watched(
+            "leader jobs",
+            tokio::spawn(backup::lead(shared.clone(), keeper.watch(), token.clone())),
+        ),
     ];
     if shared.destinations.is_empty() {
         tracing::warn!("no metrics_server_endpoints: metrics.send.queue is not consumed");
     }
     for slot in 0..consumer::CONSUMERS {
-        tasks.push(tokio::spawn(consumer::run(shared.clone(), slot, token.clone())));
+        tasks.push(watched(
+            "reflection consumer",
+            tokio::spawn(consumer::run(shared.clone(), slot, token.clone())),
+        ));
     }
     for slot in 0..sender::SENDERS {
-        tasks.push(tokio::spawn(sender::run(shared.clone(), slot, token.clone())));
+        if !shared.destinations.is_empty() {
+            tasks.push(watched(
+                "sender",
+                tokio::spawn(sender::run(shared.clone(), slot, token.clone())),
+            ));
+        }
     }
     if let Some(listener) = listener {
         let r = redis.clone();
@@ -166,6 +209,7 @@ pub async fn start(
         "reflector started"
     );
     Ok(Running {
+        failed,
         http_addr,
         shared,
         keeper,

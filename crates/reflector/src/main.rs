@@ -62,7 +62,11 @@ struct Range {
 /// Epoch seconds from `text`.
 fn when(text: &str) -> Result<f64, String> {
     if let Ok(s) = text.trim().parse::<f64>() {
-        return Ok(s);
+        return if s.is_finite() {
+            Ok(s)
+        } else {
+            Err(format!("{text:?}: not a time"))
+        };
     }
     if let Ok(t) = humantime::parse_rfc3339_weak(text.trim()) {
         return Ok(t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0));
@@ -125,10 +129,15 @@ async fn main() -> ExitCode {
         }
     };
     shutdown.token.cancelled().await;
+    let failed = running.failed.clone();
     tokio::select! {
         _ = running.join() => {}
         _ = tokio::time::sleep(grace) => tracing::warn!(grace = ?grace, "batches still in progress after the grace period: they stay in their processing lists and are replayed"),
         _ = shutdown.force.cancelled() => tracing::warn!("second signal: exiting without waiting"),
+    }
+    if failed.load(std::sync::atomic::Ordering::SeqCst) {
+        tracing::error!("reflector stopped after a task failed");
+        return ExitCode::from(1);
     }
     tracing::info!("reflector stopped");
     ExitCode::SUCCESS

@@ -120,7 +120,8 @@ mod tests {
 
     #[test]
     fn a_borrowed_point_reads_like_the_owned_one() {
-        let json = br#"[{"name":"cpu","tags":{"host":"a\"b"},"fields":{"value":1.5,"n":2},"timestamp_ns":7,"database":"d"}]"#;
+        let json =
+            br#"[{"name":"cpu","tags":{"host":"a\"b"},"fields":{"value":1.5,"n":2},"timestamp_ns":7,"database":"d"}]"#;
         let refs = parse_message(json).unwrap();
         let owned: Vec<MetricPoint> = serde_json::from_slice(json).unwrap();
         assert_eq!(refs[0].to_owned_point(), owned[0]);

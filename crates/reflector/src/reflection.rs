@@ -299,7 +299,11 @@ pub fn metric<'a>(data: &'a CollectedData, point: &'a DataPoint, map: &'a Metric
     };
     // `{name}` alone (the usual template) borrows; anything else is rendered.
     let render = |template: &'a str| -> Cow<'a, str> {
-        match template.strip_prefix('{').and_then(|t| t.strip_suffix('}')).and_then(lookup) {
+        match template
+            .strip_prefix('{')
+            .and_then(|t| t.strip_suffix('}'))
+            .and_then(lookup)
+        {
             Some(v) if !template[1..template.len() - 1].contains(['{', '}']) => Cow::Borrowed(v),
             _ => Cow::Owned(render_with(template, lookup)),
         }

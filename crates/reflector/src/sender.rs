@@ -32,9 +32,6 @@ pub const SENDERS: usize = 2;
 /// retries still waiting give up and the batch is recorded as unsent). `slot` names the loop's
 /// consumer.
 pub async fn run(shared: Arc<Shared>, slot: usize, token: CancellationToken) {
-    if shared.destinations.is_empty() {
-        return;
-    }
     let queue = Queue::new(&shared.redis, names::METRICS_SEND);
     let id = format!("{}.sender{slot}", shared.id);
     let Some((consumer, beating)) = start_consumer(&queue, &id, &token).await else {
@@ -52,10 +49,9 @@ pub async fn run(shared: Arc<Shared>, slot: usize, token: CancellationToken) {
             }
         }
         let count = ((bulk as f64 / per_message).round() as usize).clamp(1, bulk);
-        let popped = tokio::select! {
-            _ = token.cancelled() => break,
-            r = consumer.pop_batch(count, Duration::from_secs(1)) => r,
-        };
+        // Never cancelled half-way: a pop whose answer is dropped would strand what Redis
+        // moved into the processing list. It returns within a second anyway.
+        let popped = consumer.pop_batch(count, Duration::from_secs(1)).await;
         let deliveries = match popped {
             Ok(d) if d.is_empty() => continue,
             Ok(d) => d,
@@ -190,7 +186,12 @@ async fn send_batch(
                 let payload = serde_json::to_vec(&record(Some(e.clone())))?;
                 consumer
                     .queue()
-                    .dead_letter(consumer.id(), &payload, &format!("refused by {}: {e}", dest.name), DEAD_CAP)
+                    .dead_letter(
+                        consumer.id(),
+                        &payload,
+                        &format!("refused by {}: {e}", dest.name),
+                        DEAD_CAP,
+                    )
                     .await?;
             }
         }

@@ -101,14 +101,21 @@ pub fn unframe(bytes: &[u8]) -> Result<Vec<u8>, BadAnswer> {
     let read = |b: &[u8]| b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
     let len = read(&rest[..len_size]) as usize;
     let original = read(&rest[len_size..len_size * 2]) as usize;
-    let payload = rest
-        .get(len_size * 2..len_size * 2 + len)
-        .ok_or_else(|| bad("payload cut short"))?;
+    let end = (len_size * 2)
+        .checked_add(len)
+        .ok_or_else(|| bad("length out of range"))?;
+    let payload = rest.get(len_size * 2..end).ok_or_else(|| bad("payload cut short"))?;
     if flags & 0x02 != 0 {
-        let mut out = Vec::with_capacity(original);
+        // The announced size is the peer's word: capped, like what is actually inflated.
+        let limit = original.min(MAX_ANSWER);
+        let mut out = Vec::with_capacity(limit);
         flate2::read::ZlibDecoder::new(payload)
+            .take(limit as u64 + 1)
             .read_to_end(&mut out)
             .map_err(|e| bad(&format!("compressed payload: {e}")))?;
+        if out.len() > limit {
+            return Err(bad(&format!("compressed payload inflates past {limit} bytes")));
+        }
         return Ok(out);
     }
     Ok(payload.to_vec())

@@ -140,7 +140,13 @@ actions = sniff
         &message("h3", serde_json::json!([point("z", 1.into(), serde_json::json!({}))])),
     ]);
     assert!(wait_for(Duration::from_secs(10), || len(&redis, "LLEN", "everything") == 2));
+    let t = std::time::Instant::now();
     assert!(r.stop().success());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "an idle reflector stopped in {:?}",
+        t.elapsed()
+    );
 }
 
 /// A trapper that records requests and answers like Zabbix 6, reporting one failed value.
@@ -207,11 +213,7 @@ fn the_zabbix_sender_delivers_items_and_counts_the_failed_ones() {
             {"host": "web1.example", "key": "c.state", "value": "up", "clock": 1700000001, "ns": 0},
         ])
     );
-    let metrics = || {
-        ironwork_test_support::http::request(&format!("127.0.0.1:{listen}"), "GET", "/metrics", &[], b"")
-            .map(|a| a.text())
-            .unwrap_or_default()
-    };
+    let metrics = || common::metrics(listen);
     assert!(
         wait_for(Duration::from_secs(5), || metrics()
             .contains("reflector_zabbix_failed_total 1")),

@@ -85,12 +85,15 @@ fn sent_batches(redis: &RedisServer) -> Vec<MetricBatch> {
 fn an_influxdb_outage_loses_nothing_and_delivers_nothing_twice() {
     let redis = RedisServer::start();
     let mut influx = Influx::start();
+    let listen = ironwork_test_support::free_tcp_port();
     let r = Reflector::start(
         &redis,
         &influx_settings(
             &influx,
-            "metrics_send_retry_count = 1\nmetrics_send_retry_interval = 200ms\n\
-             metrics_sent_backup_mode = yes\nmetrics_send_bulk_size = 50\n",
+            &format!(
+                "metrics_send_retry_count = 1\nmetrics_send_retry_interval = 200ms\n\
+                 metrics_sent_backup_mode = yes\nmetrics_send_bulk_size = 50\nlisten = 127.0.0.1:{listen}\n"
+            ),
         ),
         PUSH_ALL,
     );
@@ -152,6 +155,15 @@ fn an_influxdb_outage_loses_nothing_and_delivers_nothing_twice() {
         sent.iter().any(|b| b.attempts > 1),
         "resent batches count their attempts"
     );
+    // InfluxDB keeps one point per series and time whatever it is sent, so the writes are
+    // counted at the source: every point written exactly once, by the sender or a resend.
+    let metrics = common::metrics(listen);
+    let counter = |name: &str| common::counter(&metrics, name);
+    assert_eq!(
+        counter("reflector_points_sent_total") + counter("reflector_points_resent_total"),
+        320,
+        "{metrics}"
+    );
     // And InfluxDB holds each point once, with its value.
     let v = influx.query("SELECT SUM(\"value\") FROM up WHERE host =~ /during/");
     assert_eq!(
@@ -196,4 +208,68 @@ fn expiry_removes_old_rows_only_and_the_cli_lists_by_time() {
         .contains("sent-young"));
     let at = (now - 6.0 * day) as u64;
     assert_eq!(r.cli(&["sent", "--until", &(at - 10).to_string()]), "");
+}
+
+#[test]
+fn a_redis_crash_is_ridden_out_and_nothing_acknowledged_is_lost() {
+    let mut redis = RedisServer::start_with(ironwork_test_support::Persistence::AofAlways);
+    let influx = Influx::start();
+    let _r = Reflector::start(&redis, &influx_settings(&influx, ""), PUSH_ALL);
+    let base = 1_700_000_000;
+    redis.cli(&["LPUSH", "collector.data.queue", &data("a", "ride", base, 10)]);
+    assert!(wait_for(Duration::from_secs(20), || influx.count("ride") == 10));
+    redis.restart();
+    redis.cli(&["LPUSH", "collector.data.queue", &data("b", "ride", base, 10)]);
+    assert!(
+        wait_for(Duration::from_secs(30), || influx.count("ride") == 20),
+        "{} points",
+        influx.count("ride")
+    );
+}
+
+#[test]
+fn sigterm_during_retries_stops_at_once_and_keeps_the_batch() {
+    let redis = RedisServer::start();
+    let away = ironwork_test_support::free_tcp_port();
+    let mut r = Reflector::start(
+        &redis,
+        &format!(
+            "metrics_server_endpoints = 127.0.0.1:{away}\nmetrics_send_retry_count = 10\n\
+             metrics_send_retry_interval = 5s\nshutdown_grace = 20s\n"
+        ),
+        PUSH_ALL,
+    );
+    redis.cli(&["LPUSH", "collector.data.queue", &data("a", "kept", 1_700_000_000, 7)]);
+    // The sender holds the points and waits 5 s before its first retry.
+    assert!(wait_for(Duration::from_secs(10), || len(
+        &redis,
+        "LLEN",
+        "metrics.send.queue"
+    ) == 0
+        && redis
+            .cli(&["KEYS", "metrics.send.queue.processing.*"])
+            .trim()
+            .lines()
+            .count()
+            == 1));
+    std::thread::sleep(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    assert!(r.stop().success());
+    assert!(t.elapsed() < Duration::from_secs(3), "stopped in {:?}", t.elapsed());
+    // Recorded as unsent (in the queue or already in the table): nothing lost, nothing in flight.
+    let mut rows = redis.cli(&["LRANGE", "metrics.unsent.queue", "0", "-1"]);
+    rows.push_str(&redis.cli(&["ZRANGE", "metrics.unsent", "0", "-1"]));
+    let points: usize = rows
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str::<MetricBatch>(l).unwrap().points.len())
+        .sum();
+    assert_eq!(points, 7, "{rows}\n{}", r.log());
+    for key in redis
+        .cli(&["KEYS", "metrics.send.queue.processing.*"])
+        .lines()
+        .filter(|k| !k.is_empty())
+    {
+        assert_eq!(len(&redis, "LLEN", key), 0, "{key}");
+    }
 }

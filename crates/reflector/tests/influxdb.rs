@@ -103,7 +103,10 @@ async fn written_points_read_back_exactly() {
     // that is away or not ready for it (no such database): those are kept for a resend.
     let conflict = "up value=\"text\" 1700000000000009000\n".to_string();
     let bad = endpoint(influx.port, "metrics").write(conflict).await;
-    assert!(matches!(bad, Err(WriteError::Refused(ref e)) if e.contains("conflict")), "{bad:?}");
+    assert!(
+        matches!(bad, Err(WriteError::Refused(ref e)) if e.contains("conflict")),
+        "{bad:?}"
+    );
     let missing = endpoint(influx.port, "no_such_db").write(points_line()).await;
     assert!(matches!(missing, Err(WriteError::Retry(_))), "{missing:?}");
     let away = endpoint(free_tcp_port(), "metrics").write(points_line()).await;

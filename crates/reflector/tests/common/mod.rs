@@ -203,3 +203,18 @@ pub fn data(target: &str, name: &str, first_ts: u64, n: usize) -> String {
 pub fn len(redis: &RedisServer, cmd: &str, key: &str) -> u64 {
     redis.cli(&[cmd, key]).trim().parse().unwrap_or(0)
 }
+
+/// `/metrics` of a reflector listening on `port`.
+pub fn metrics(port: u16) -> String {
+    request(&format!("127.0.0.1:{port}"), "GET", "/metrics", &[], b"")
+        .map(|a| a.text())
+        .unwrap_or_default()
+}
+
+/// A counter's value in a `/metrics` text (0 when absent).
+pub fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
