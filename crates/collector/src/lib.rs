@@ -73,11 +73,7 @@ impl Running {
 
 /// Start the consumer, the lease keeper, the manager and the API; they stop when `token` is
 /// cancelled. Each bump of `reload` reloads the definitions from the config file.
-pub async fn start(
-    config: Config,
-    token: CancellationToken,
-    mut reload: watch::Receiver<u64>,
-) -> anyhow::Result<Running> {
+pub async fn start(config: Config, token: CancellationToken, reload: watch::Receiver<u64>) -> anyhow::Result<Running> {
     let settings = config.settings.clone();
     let redis = Redis::open(&settings.redis).with_context(|| format!("redis = {}", settings.redis))?;
     let api_token = api::load_or_create_token(&settings.token_file)
@@ -114,15 +110,9 @@ pub async fn start(
         tracing::info!(addr = ?api_addr, "agent API listening");
         tasks.push(tokio::spawn(api::serve(listener, shared.clone(), token.clone())));
     }
-    let (s, t) = (shared.clone(), token.clone());
-    tasks.push(tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = t.cancelled() => return,
-                r = reload.changed() => if r.is_err() { return },
-            }
-            let _ = s.reload();
-        }
+    let s = shared.clone();
+    tasks.push(ironwork_core::shutdown::on_reload(reload, token.clone(), move || {
+        let _ = s.reload();
     }));
     tracing::info!(
         collections = shared.definitions().collections.len(),

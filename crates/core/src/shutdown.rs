@@ -36,6 +36,23 @@ impl Drop for SignalGuard {
     }
 }
 
+/// Run `reload` at every bump of `bumps` (SIGHUP), until `token` is cancelled.
+pub fn on_reload(
+    mut bumps: watch::Receiver<u64>,
+    token: CancellationToken,
+    reload: impl Fn() + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                r = bumps.changed() => if r.is_err() { return },
+            }
+            reload();
+        }
+    })
+}
+
 /// Install the handlers and spawn the signal task. Call once, from `main`.
 pub fn spawn_signal_task() -> std::io::Result<(Shutdown, SignalGuard)> {
     let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP])?;

@@ -540,21 +540,12 @@ fn switch_rules_ini(home: &Home, plugins: &[&Plugin]) -> String {
 /// with the plugin's directory and its keys as written.
 fn collector_ini(home: &Home, settings: &Settings, plugins: &[&Plugin]) -> String {
     let mut o = Out(String::from(HEADER));
-    o.section("collector");
-    let mut keys: Vec<(String, String)> = vec![
+    let keys: Vec<(String, String)> = vec![
         ("redis".into(), settings.redis.url_for_daemons(home)),
         ("token_file".into(), path(&home.state_dir().join("collector.token"))),
         ("log_roots".into(), path(&home.log_dir())),
     ];
-    for (k, v) in &settings.collector {
-        match keys.iter_mut().find(|(key, _)| key.eq_ignore_ascii_case(k)) {
-            Some(entry) => entry.1 = v.clone(),
-            None => keys.push((k.clone(), v.clone())),
-        }
-    }
-    for (k, v) in &keys {
-        o.kv(k, v);
-    }
+    settings_section(&mut o, "collector", keys, &settings.collector);
     for plugin in plugins {
         for c in &plugin.collections {
             o.section(&format!("collection:{}.{}", plugin.name, c.name));
@@ -573,7 +564,6 @@ fn collector_ini(home: &Home, settings: &Settings, plugins: &[&Plugin]) -> Strin
 /// order and each plugin's reflections in file order (the order they fire in).
 fn reflector_ini(home: &Home, settings: &Settings, plugins: &[&Plugin]) -> String {
     let mut o = Out(String::from(HEADER));
-    o.section("reflector");
     let mut keys: Vec<(String, String)> = vec![("redis".into(), settings.redis.url_for_daemons(home))];
     if let Some(url) = &settings.influxdb.url {
         let authority = url
@@ -602,15 +592,7 @@ fn reflector_ini(home: &Home, settings: &Settings, plugins: &[&Plugin]) -> Strin
             format!("{server}:{}", settings.zabbix.port),
         ));
     }
-    for (k, v) in &settings.reflector {
-        match keys.iter_mut().find(|(key, _)| key.eq_ignore_ascii_case(k)) {
-            Some(entry) => entry.1 = v.clone(),
-            None => keys.push((k.clone(), v.clone())),
-        }
-    }
-    for (k, v) in &keys {
-        o.kv(k, v);
-    }
+    settings_section(&mut o, "reflector", keys, &settings.reflector);
     for plugin in plugins {
         for r in &plugin.reflections {
             o.section(&format!("reflection:{}.{}", plugin.name, r.name));
@@ -620,6 +602,21 @@ fn reflector_ini(home: &Home, settings: &Settings, plugins: &[&Plugin]) -> Strin
         }
     }
     o.0
+}
+
+/// A daemon's own section: the keys the module sets, then the admin's from `ironwork.ini`
+/// (which replace them, case-insensitively, or are added).
+fn settings_section(o: &mut Out, name: &str, mut keys: Vec<(String, String)>, admin: &[(String, String)]) {
+    o.section(name);
+    for (k, v) in admin {
+        match keys.iter_mut().find(|(key, _)| key.eq_ignore_ascii_case(k)) {
+            Some(entry) => entry.1 = v.clone(),
+            None => keys.push((k.clone(), v.clone())),
+        }
+    }
+    for (k, v) in &keys {
+        o.kv(k, v);
+    }
 }
 
 /// `p` relative to the home when it is inside it.

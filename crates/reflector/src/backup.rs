@@ -15,7 +15,6 @@
 //! - [`list`]: what `reflector sent|unsent --since --until` prints.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ironwork_core::messages::{epoch_seconds, names, MetricBatch};
 use ironwork_core::Queue;
@@ -23,7 +22,7 @@ use redis::AsyncCommands;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::start_consumer;
+use crate::consumer::consume;
 use crate::destination::{Failure, Prepared};
 use crate::shared::{Shared, DEAD_CAP};
 
@@ -39,51 +38,37 @@ const RESEND_SCAN: usize = 1000;
 /// Move batches from `queue` into the sorted set `table` until `token` is cancelled.
 pub async fn write_backups(shared: Arc<Shared>, queue: &'static str, table: &'static str, token: CancellationToken) {
     let q = Queue::new(&shared.redis, queue);
-    let Some((consumer, beating)) = start_consumer(&q, &shared.id, &token).await else {
-        return;
-    };
-    while !token.is_cancelled() {
-        // Never cancelled half-way: a pop whose answer is dropped would strand what Redis
-        // moved into the processing list. It returns within a second anyway.
-        let popped = consumer.pop_batch(BACKUP_BULK, Duration::from_secs(1)).await;
-        let deliveries = match popped {
-            Ok(d) if d.is_empty() => continue,
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(queue, error = %e, "cannot pop");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        let written = async {
-            let decoded = consumer.decode::<MetricBatch>(deliveries, DEAD_CAP).await?;
-            if decoded.is_empty() {
-                return anyhow::Ok(());
-            }
-            let mut pipe = redis::pipe();
-            for (d, b) in &decoded {
-                pipe.zadd(table, &d.payload, b.attempted_at).ignore();
-            }
-            shared
-                .redis
-                .retry("backup", |mut c| {
-                    let pipe = &pipe;
-                    async move { pipe.query_async::<()>(&mut c).await }
-                })
-                .await?;
-            let done: Vec<_> = decoded.into_iter().map(|(d, _)| d).collect();
-            consumer.ack(&done).await?;
-            shared.stats.backups_written.add(done.len() as u64);
-            Ok(())
-        }
-        .await;
-        if let Err(e) = written {
-            tracing::error!(queue, error = %e, "cannot write backups; the batch will be replayed");
-            let _ = consumer.recover().await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-    beating.cancel();
+    consume(
+        &q,
+        &shared.id,
+        &token,
+        || BACKUP_BULK,
+        |consumer, deliveries| {
+            let shared = shared.clone();
+            Box::pin(async move {
+                let decoded = consumer.decode::<MetricBatch>(deliveries, DEAD_CAP).await?;
+                if decoded.is_empty() {
+                    return Ok(());
+                }
+                let mut pipe = redis::pipe();
+                for (d, b) in &decoded {
+                    pipe.zadd(table, &d.payload, b.attempted_at).ignore();
+                }
+                shared
+                    .redis
+                    .retry("backup", |mut c| {
+                        let pipe = &pipe;
+                        async move { pipe.query_async::<()>(&mut c).await }
+                    })
+                    .await?;
+                let done: Vec<_> = decoded.into_iter().map(|(d, _)| d).collect();
+                consumer.ack(&done).await?;
+                shared.stats.backups_written.add(done.len() as u64);
+                Ok(())
+            })
+        },
+    )
+    .await;
 }
 
 /// The leader's resend and expiry loops, whenever `leader` says this process leads.

@@ -5,11 +5,13 @@
 //! cache writes and forwards repeat harmlessly, metric points carry their series and
 //! timestamp, so InfluxDB stores them once.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ironwork_core::messages::{names, CollectedData};
-use ironwork_core::queue::ReliableConsumer;
+use ironwork_core::queue::{Delivery, ReliableConsumer};
 use ironwork_core::Queue;
 use tokio_util::sync::CancellationToken;
 
@@ -29,46 +31,74 @@ pub const CONSUMERS: usize = 2;
 pub async fn run(shared: Arc<Shared>, slot: usize, token: CancellationToken) {
     let queue = Queue::new(&shared.redis, names::COLLECTOR_DATA);
     let id = format!("{}.reflect{slot}", shared.id);
-    let Some((consumer, beating)) = start_consumer(&queue, &id, &token).await else {
+    let bulk = shared.settings.reflection_bulk_size;
+    consume(
+        &queue,
+        &id,
+        &token,
+        || bulk,
+        |consumer, deliveries| {
+            let shared = shared.clone();
+            Box::pin(async move {
+                shared.stats.data_taken.add(deliveries.len() as u64);
+                reflect_batch(&shared, consumer, deliveries).await
+            })
+        },
+    )
+    .await;
+}
+
+/// What [`consume`] hands a batch to: a future borrowing the consumer.
+pub type Handled<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+
+/// The loop of every consumer in the reflector: a reliable consumer `id` of `queue` (its
+/// in-flight list recovered, a heartbeat running) pops up to `size()` messages at a time and
+/// hands each batch to `handle`, which acknowledges what it is done with. A batch it fails on
+/// is put back in the queue and tried again after a pause. Dead peers' in-flight messages are
+/// re-queued every [`ORPHAN_SWEEP`]. Ends when `token` is cancelled, after the batch in hand.
+pub async fn consume(
+    queue: &Queue,
+    id: &str,
+    token: &CancellationToken,
+    mut size: impl FnMut() -> usize,
+    mut handle: impl for<'a> FnMut(&'a ReliableConsumer, Vec<Delivery>) -> Handled<'a>,
+) {
+    let Some((consumer, beating)) = start_consumer(queue, id, token).await else {
         return;
     };
     let mut last_sweep = tokio::time::Instant::now();
-    let bulk = shared.settings.reflection_bulk_size;
     while !token.is_cancelled() {
         if last_sweep.elapsed() >= ORPHAN_SWEEP {
             last_sweep = tokio::time::Instant::now();
             if let Err(e) = consumer.recover_orphans().await {
-                tracing::warn!(error = %e, "cannot sweep dead consumers' messages");
+                tracing::warn!(queue = %queue.name(), error = %e, "cannot sweep dead consumers' messages");
             }
         }
         // Never cancelled half-way: a pop whose answer is dropped would strand what Redis
         // moved into the processing list. It returns within a second anyway.
-        let popped = consumer.pop_batch(bulk, Duration::from_secs(1)).await;
-        let deliveries = match popped {
+        let deliveries = match consumer.pop_batch(size(), Duration::from_secs(1)).await {
             Ok(d) if d.is_empty() => continue,
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot pop collector.data.queue");
+                tracing::warn!(queue = %queue.name(), error = %e, "cannot pop");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
-        let taken = deliveries.len() as u64;
-        shared.stats.data_taken.add(taken);
-        if let Err(e) = reflect_batch(&shared, &consumer, deliveries).await {
-            // Unacknowledged: the batch stays in the processing list and is replayed.
-            tracing::error!(error = %e, "cannot write a batch's effects; it will be replayed");
+        if let Err(e) = handle(&consumer, deliveries).await {
+            // Unacknowledged: the batch goes back to the queue and is tried again.
+            tracing::error!(queue = %queue.name(), error = %format!("{e:#}"), "a batch failed; it will be replayed");
             let _ = consumer.recover().await;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     beating.cancel();
-    tracing::info!("reflection consumer stopped");
+    tracing::info!(queue = %queue.name(), consumer = %id, "consumer stopped");
 }
 
 /// A reliable consumer named after this process, with its in-flight list recovered and a
 /// heartbeat task running until the returned token is cancelled.
-pub async fn start_consumer(
+async fn start_consumer(
     queue: &Queue,
     id: &str,
     token: &CancellationToken,
@@ -99,11 +129,7 @@ pub async fn start_consumer(
     Some((consumer, beating))
 }
 
-async fn reflect_batch(
-    shared: &Shared,
-    consumer: &ReliableConsumer,
-    deliveries: Vec<ironwork_core::queue::Delivery>,
-) -> anyhow::Result<()> {
+async fn reflect_batch(shared: &Shared, consumer: &ReliableConsumer, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
     let n = deliveries.len();
     let decoded = consumer.decode::<CollectedData>(deliveries, DEAD_CAP).await?;
     shared.stats.data_dead.add((n - decoded.len()) as u64);

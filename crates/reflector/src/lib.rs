@@ -82,11 +82,7 @@ impl Running {
 
 /// Start the consumers, the backup writers, the lease keeper, the leader's jobs and the HTTP
 /// endpoint; they stop when `token` is cancelled. Each bump of `reload` reloads the reflections.
-pub async fn start(
-    config: Config,
-    token: CancellationToken,
-    mut reload: watch::Receiver<u64>,
-) -> anyhow::Result<Running> {
+pub async fn start(config: Config, token: CancellationToken, reload: watch::Receiver<u64>) -> anyhow::Result<Running> {
     let settings = config.settings.clone();
     let redis = Redis::open(&settings.redis).with_context(|| format!("redis = {}", settings.redis))?;
     let listener = match settings.listen {
@@ -193,15 +189,9 @@ pub async fn start(
             token.clone(),
         )));
     }
-    let (s, t) = (shared.clone(), token.clone());
-    tasks.push(tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = t.cancelled() => return,
-                r = reload.changed() => if r.is_err() { return },
-            }
-            let _ = s.reload();
-        }
+    let s = shared.clone();
+    tasks.push(ironwork_core::shutdown::on_reload(reload, token.clone(), move || {
+        let _ = s.reload();
     }));
     tracing::info!(
         reflections = shared.reflections().len(),

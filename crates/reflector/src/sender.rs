@@ -11,6 +11,7 @@
 //! them rather than losing them. Two loops per process keep a server busy while the other
 //! decodes and encodes.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use ironwork_core::queue::{Delivery, ReliableConsumer};
 use ironwork_core::Queue;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{start_consumer, ORPHAN_SWEEP};
+use crate::consumer::consume;
 use crate::destination::{Delivered, Destination, Failure, Prepared};
 use crate::point::{parse_message, PointRef};
 use crate::shared::{Shared, DEAD_CAP};
@@ -34,45 +35,20 @@ pub const SENDERS: usize = 2;
 pub async fn run(shared: Arc<Shared>, slot: usize, token: CancellationToken) {
     let queue = Queue::new(&shared.redis, names::METRICS_SEND);
     let id = format!("{}.sender{slot}", shared.id);
-    let Some((consumer, beating)) = start_consumer(&queue, &id, &token).await else {
-        return;
-    };
     let bulk = shared.settings.send_bulk_size;
-    // Messages per pop, adapted to the points per message seen so far.
-    let mut per_message = 1.0f64;
-    let mut last_sweep = tokio::time::Instant::now();
-    while !token.is_cancelled() {
-        if last_sweep.elapsed() >= ORPHAN_SWEEP {
-            last_sweep = tokio::time::Instant::now();
-            if let Err(e) = consumer.recover_orphans().await {
-                tracing::warn!(error = %e, "cannot sweep dead consumers' messages");
-            }
-        }
-        let count = ((bulk as f64 / per_message).round() as usize).clamp(1, bulk);
-        // Never cancelled half-way: a pop whose answer is dropped would strand what Redis
-        // moved into the processing list. It returns within a second anyway.
-        let popped = consumer.pop_batch(count, Duration::from_secs(1)).await;
-        let deliveries = match popped {
-            Ok(d) if d.is_empty() => continue,
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot pop metrics.send.queue");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        let messages = deliveries.len();
-        match send_messages(&shared, &consumer, deliveries, &token).await {
-            Ok(points) => per_message = (points.max(1) as f64 / messages as f64).max(1.0),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot record a batch; it will be replayed");
-                let _ = consumer.recover().await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-    beating.cancel();
-    tracing::info!(consumer = %id, "sender stopped");
+    // Messages per pop, adapted to the points per message of the last batch.
+    let per_pop = Arc::new(AtomicUsize::new(1));
+    let size = || per_pop.load(Ordering::Relaxed);
+    consume(&queue, &id, &token, size, |consumer, deliveries| {
+        let (shared, per_pop, token) = (shared.clone(), per_pop.clone(), token.clone());
+        Box::pin(async move {
+            let messages = deliveries.len();
+            let points = send_messages(&shared, consumer, deliveries, &token).await?;
+            per_pop.store((bulk * messages / points.max(1)).clamp(1, bulk), Ordering::Relaxed);
+            Ok(())
+        })
+    })
+    .await;
 }
 
 /// Decode (in place), send in batches of at most `metrics_send_bulk_size` points, record,
