@@ -371,3 +371,33 @@ fn collections_are_checked_with_the_collectors_own_reader() {
     let p = plugin(&home, "q", "[collection_ok]\nmethod = TCP\nport = 22\n").expect("valid");
     assert_eq!(p.collections[0].name, "ok");
 }
+
+#[test]
+fn reflections_are_checked_with_the_reflectors_own_reader_and_keep_their_order() {
+    let (_tmp, home) = home();
+    let errors = plugin(
+        &home,
+        "p",
+        "[reflection_a]\nactions = cache, explode\n\n[reflection_b]\nitem = ~(\nactions = forward\ncolour = red\n\n\
+         [reflection_ok]\nactions = cache\n",
+    )
+    .expect_err("refused");
+    let text = lines(&errors, &home).join("\n");
+    for needle in [
+        ":2: [reflection_a] actions: unknown action \"explode\"",
+        ":5: [reflection_b] item: bad regex",
+        "[reflection_b] forward_queue: the forward action needs forward_queue",
+        ":7: [reflection_b] colour: unknown key",
+    ] {
+        assert!(text.contains(needle), "{needle} not in:\n{text}");
+    }
+    assert!(!text.contains("reflection_ok"), "{text}");
+    let p = plugin(
+        &home,
+        "q",
+        "[reflection_z]\nactions = cache\n\n[reflection_a]\nactions = drop\n",
+    )
+    .expect("valid");
+    let names: Vec<&str> = p.reflections.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["z", "a"], "file order: the order they fire in");
+}

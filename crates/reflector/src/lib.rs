@@ -1,8 +1,8 @@
 //! reflector: what happens to collected data (reflections: conditions and actions) and the
 //! metric sender that delivers points to Zabbix and InfluxDB without losing any.
 //!
-//! Every reflector process runs a reflection consumer (`collector.data.queue` → actions), a
-//! sender (`metrics.send.queue` → metric servers) and the backup writers; the one holding the
+//! Every reflector process runs reflection consumers (`collector.data.queue` → actions),
+//! senders (`metrics.send.queue` → metric servers) and the backup writers; the one holding the
 //! leader lease also resends the unsent backlog and runs the expiry jobs. They meet only
 //! through Redis.
 //!
@@ -10,7 +10,8 @@
 //!   [`config::read_reflection`], the one reader of a reflection section.
 //! - [`tree`]: conditions compiled into the reflection tree (and the linear scan it replaces).
 //! - [`reflection`]: reflections, their actions, and what a batch of data causes.
-//! - [`consumer`]: the reflection consumer; [`sender`]: the metric sender;
+//! - [`consumer`]: the reflection consumers and the consume loop they share with the senders
+//!   and the backup writers; [`sender`]: the metric sender;
 //!   [`backup`]: the sent/unsent tables, resend and expiry; [`destination`]: one metric server.
 //! - [`influx`] and [`line_protocol`]: InfluxDB v1/v2 writes, every element escaped as the
 //!   protocol wants; [`zabbix`]: the Zabbix sender protocol (`ZBXD` framing, `sender data`,
@@ -66,11 +67,6 @@ pub struct Running {
 }
 
 impl Running {
-    /// Whether a task ended on its own.
-    pub fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::SeqCst)
-    }
-
     /// Wait for every task after `token` was cancelled; the lease is released.
     pub async fn join(self) {
         for t in self.tasks {

@@ -273,3 +273,33 @@ fn sigterm_during_retries_stops_at_once_and_keeps_the_batch() {
         assert_eq!(len(&redis, "LLEN", key), 0, "{key}");
     }
 }
+
+#[test]
+fn every_endpoint_gets_every_point_and_keeps_its_own_backlog() {
+    let redis = RedisServer::start();
+    let influx = Influx::start();
+    let away = ironwork_test_support::free_tcp_port();
+    let _r = Reflector::start(
+        &redis,
+        &format!(
+            "metrics_server_endpoints = 127.0.0.1:{}, 127.0.0.1:{away}\ninfluxdb_database = metrics\n\
+             metrics_send_retry_count = 0\nmetrics_send_retry_interval = 10s\n",
+            influx.port
+        ),
+        PUSH_ALL,
+    );
+    redis.cli(&["LPUSH", "collector.data.queue", &data("a", "both", 1_700_000_000, 30)]);
+    assert!(wait_for(Duration::from_secs(20), || influx.count("both") == 30));
+    assert!(wait_for(Duration::from_secs(10), || len(
+        &redis,
+        "ZCARD",
+        "metrics.unsent"
+    ) == 1));
+    let row: MetricBatch = serde_json::from_str(redis.cli(&["ZRANGE", "metrics.unsent", "0", "0"]).trim()).unwrap();
+    assert_eq!(
+        row.endpoint,
+        format!("127.0.0.1:{away}"),
+        "only the endpoint that missed it keeps it"
+    );
+    assert_eq!(row.points.len(), 30);
+}

@@ -116,3 +116,64 @@ async fn written_points_read_back_exactly() {
 fn points_line() -> String {
     "m value=1 1700000000000000000\n".to_string()
 }
+
+/// The v2 write API, against an in-test HTTP double (Debian's InfluxDB 1.6 has no v2 API): the
+/// path, the token header and the body are what InfluxDB 2 expects, and its 204 is success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_v2_api_sends_org_bucket_and_token() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(s.try_clone().unwrap());
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            head.push(line.trim_end().to_string());
+        }
+        let len: usize = head
+            .iter()
+            .find_map(|h| {
+                h.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|v| v.parse().unwrap())
+            })
+            .unwrap();
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body).unwrap();
+        s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+            .unwrap();
+        (head, String::from_utf8(body).unwrap())
+    });
+    let e = Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+        api: Api::V2 {
+            org: "my org".into(),
+            bucket: "b/1".into(),
+            token: "s3cret".into(),
+        },
+        timeout: Duration::from_secs(5),
+    };
+    let p = point("m", &[("h", "a")], FieldValue::Float(1.5), 7);
+    e.write(body(&[p]).0).await.unwrap();
+    let (head, sent) = server.join().unwrap();
+    assert_eq!(
+        head[0],
+        "POST /api/v2/write?org=my%20org&bucket=b%2F1&precision=ns HTTP/1.1"
+    );
+    assert!(
+        head.iter()
+            .any(|h| h.eq_ignore_ascii_case("authorization: Token s3cret")),
+        "{head:?}"
+    );
+    assert!(head
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case("content-type: text/plain; charset=utf-8")));
+    assert_eq!(sent, "m,h=a value=1.5 7\n");
+}
