@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ironwork_core::messages::CollectedData;
 use reflector::influx::{body, Api, Endpoint};
+use reflector::point::DataRef;
 use reflector::reflection::{metric, MetricMap};
 
 #[tokio::main(flavor = "current_thread")]
@@ -32,7 +32,7 @@ async fn main() -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let mut points = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
-        let data: CollectedData = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let data: DataRef<'_> = serde_json::from_str(line).map_err(|e| e.to_string())?;
         points.extend(
             data.points
                 .iter()

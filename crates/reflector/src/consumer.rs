@@ -10,11 +10,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ironwork_core::messages::{names, CollectedData};
+use ironwork_core::messages::names;
 use ironwork_core::queue::{Delivery, ReliableConsumer};
 use ironwork_core::Queue;
 use tokio_util::sync::CancellationToken;
 
+use crate::point::DataRef;
 use crate::reflection::Effects;
 use crate::shared::{Shared, DEAD_CAP};
 
@@ -130,15 +131,24 @@ async fn start_consumer(
 }
 
 async fn reflect_batch(shared: &Shared, consumer: &ReliableConsumer, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
-    let n = deliveries.len();
-    let decoded = consumer.decode::<CollectedData>(deliveries, DEAD_CAP).await?;
-    shared.stats.data_dead.add((n - decoded.len()) as u64);
+    // Read in place; the effects own what they write, so the messages are free again after.
     let reflections = shared.reflections();
     let mut fx = Effects::default();
-    for (_, data) in &decoded {
-        reflections.reflect(data, &mut fx);
+    let mut acked = Vec::with_capacity(deliveries.len());
+    let mut bad = Vec::new();
+    for d in &deliveries {
+        match serde_json::from_slice::<DataRef<'_>>(&d.payload) {
+            Ok(data) => {
+                reflections.reflect(&data, &mut fx);
+                acked.push(d.clone());
+            }
+            Err(e) => bad.push((d, format!("invalid CollectedData: {e}"))),
+        }
     }
-    let acked: Vec<_> = decoded.into_iter().map(|(d, _)| d).collect();
+    for (d, reason) in bad {
+        consumer.dead_letter(d, &reason, DEAD_CAP).await?;
+        shared.stats.data_dead.inc();
+    }
     if let Err(e) = write_effects(shared, &fx).await {
         if ironwork_core::connection::is_transient(&e) {
             return Err(e.into());

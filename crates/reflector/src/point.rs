@@ -1,12 +1,121 @@
-//! A metric point as the encoders see it: core's owned [`MetricPoint`] (what the resend reads
-//! back from the unsent table) or a [`PointRef`] borrowed from a `metrics.send.queue` message,
-//! which the sender decodes without copying its strings.
+//! Messages read in place. The reflection consumers read `collector.data.queue` messages as
+//! [`DataRef`] and the senders read `metrics.send.queue` messages as [`PointRef`]: the same JSON
+//! as core's `CollectedData` and `MetricPoint`, with every string that holds no escape borrowed
+//! from the message ([`Text`]) instead of copied. [`Point`] is what the encoders need of a
+//! point, owned (what the resend reads back from the unsent table) or borrowed.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use ironwork_core::messages::{FieldValue, MetricPoint};
 use serde::{Deserialize, Serialize};
+
+/// A string borrowed from the message when it can be (no escape in it), owned otherwise; in
+/// maps too, where serde's own `Cow<str>` always copies.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Text<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Text<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(s: &'a str) -> Self {
+        Text(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for Text<'_> {
+    fn from(s: String) -> Self {
+        Text(Cow::Owned(s))
+    }
+}
+
+impl Serialize for Text<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// A `collector.data.queue` message read in place (core's `CollectedData`, same JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataRef<'a> {
+    /// The plugin that defines the collection.
+    #[serde(borrow)]
+    pub plugin: Text<'a>,
+    /// The collection's name.
+    #[serde(borrow)]
+    pub collection: Text<'a>,
+    /// The target collected.
+    #[serde(borrow, default)]
+    pub target: Text<'a>,
+    /// When the collection ran, float epoch seconds.
+    pub collected_at: f64,
+    /// Carried with the data.
+    #[serde(borrow, default)]
+    pub correlation_info: BTreeMap<Text<'a>, Text<'a>>,
+    /// What was measured.
+    #[serde(borrow)]
+    pub points: Vec<DataPointRef<'a>>,
+    /// Why the collection failed, when it did.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Text<'a>>,
+    /// The schedule slot the run belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<f64>,
+}
+
+/// One point of a [`DataRef`] (core's `DataPoint`, same JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataPointRef<'a> {
+    /// Measurement name.
+    #[serde(borrow)]
+    pub name: Text<'a>,
+    /// Epoch seconds.
+    pub timestamp: f64,
+    /// Dimensions.
+    #[serde(borrow, default)]
+    pub tags: BTreeMap<Text<'a>, Text<'a>>,
+    /// A number, a string or a boolean.
+    pub value: serde_json::Value,
+}
 
 /// What the encoders need of a point.
 pub trait Point {
@@ -55,18 +164,18 @@ impl Point for MetricPoint {
 pub struct PointRef<'a> {
     /// Measurement or item key.
     #[serde(borrow)]
-    pub name: Cow<'a, str>,
+    pub name: Text<'a>,
     /// Tags.
     #[serde(borrow, default)]
-    pub tags: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
+    pub tags: BTreeMap<Text<'a>, Text<'a>>,
     /// Fields.
     #[serde(borrow)]
-    pub fields: BTreeMap<Cow<'a, str>, FieldValue>,
+    pub fields: BTreeMap<Text<'a>, FieldValue>,
     /// Nanoseconds since the epoch.
     pub timestamp_ns: i64,
     /// Database or bucket.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    pub database: Option<Cow<'a, str>>,
+    pub database: Option<Text<'a>>,
 }
 
 impl PointRef<'_> {
@@ -87,13 +196,13 @@ impl Point for PointRef<'_> {
         &self.name
     }
     fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+        self.tags.iter().map(|(k, v)| (&**k, &**v))
     }
     fn tag(&self, key: &str) -> Option<&str> {
-        self.tags.get(key).map(AsRef::as_ref)
+        self.tags.get(key).map(|v| &**v)
     }
     fn fields(&self) -> impl Iterator<Item = (&str, &FieldValue)> {
-        self.fields.iter().map(|(k, v)| (k.as_ref(), v))
+        self.fields.iter().map(|(k, v)| (&**k, v))
     }
     fn field_count(&self) -> usize {
         self.fields.len()
@@ -126,6 +235,15 @@ mod tests {
         let owned: Vec<MetricPoint> = serde_json::from_slice(json).unwrap();
         assert_eq!(refs[0].to_owned_point(), owned[0]);
         assert_eq!(refs[0].tag("host"), Some("a\"b"));
+        assert!(matches!(refs[0].name.0, Cow::Borrowed("cpu")), "no escape: borrowed");
+        assert!(matches!(
+            refs[0].tags.keys().next().map(|k| &k.0),
+            Some(Cow::Borrowed("host"))
+        ));
+        assert!(
+            matches!(refs[0].tags.values().next().map(|k| &k.0), Some(Cow::Owned(_))),
+            "escaped: owned"
+        );
         let one = parse_message(br#" {"name":"x","fields":{"v":true},"timestamp_ns":1}"#).unwrap();
         assert_eq!(one.len(), 1);
         assert!(parse_message(b"[1]").is_err());

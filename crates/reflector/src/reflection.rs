@@ -15,17 +15,16 @@
 //!
 //! Every reflection that matches fires, in definition order, unless one says `stop`.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
 use ironwork_core::messages::names::REFLECTOR_CACHE_PREFIX as CACHE_PREFIX;
-use ironwork_core::messages::{CollectedData, DataPoint, FieldValue};
+use ironwork_core::messages::FieldValue;
 use ironwork_core::template::render_with;
 use serde::Serialize;
 
-use crate::point::PointRef;
+use crate::point::{DataPointRef, DataRef, PointRef, Text};
 use crate::tree::{Condition, Subject, Tree};
 
 /// `push_metrics`: how a data point becomes a metric point. Templates take `{name}`,
@@ -79,7 +78,7 @@ struct Cached<'a> {
     collection: &'a str,
     target: &'a str,
     name: &'a str,
-    tags: &'a BTreeMap<String, String>,
+    tags: &'a BTreeMap<Text<'a>, Text<'a>>,
     value: &'a serde_json::Value,
     timestamp: f64,
     reflection: &'a str,
@@ -140,9 +139,9 @@ impl Reflections {
     }
 
     /// Run the reflections over every point of `data`, adding what they cause to `out`.
-    pub fn reflect(&self, data: &CollectedData, out: &mut Effects) {
-        let mut forwarded: BTreeMap<&str, Vec<&DataPoint>> = BTreeMap::new();
-        let mut sniffed: Vec<&DataPoint> = Vec::new();
+    pub fn reflect(&self, data: &DataRef<'_>, out: &mut Effects) {
+        let mut forwarded: BTreeMap<&str, Vec<&DataPointRef<'_>>> = BTreeMap::new();
+        let mut sniffed: Vec<&DataPointRef<'_>> = Vec::new();
         let mut metrics: Vec<PointRef<'_>> = Vec::new();
         for point in &data.points {
             let subject = Subject {
@@ -206,23 +205,33 @@ fn number(v: &serde_json::Value) -> Option<f64> {
     }
 }
 
-/// `data` with only `points` (and no error): what forward and sniff copy.
-fn subset(data: &CollectedData, points: &[&DataPoint]) -> Vec<u8> {
-    let copy = CollectedData {
-        plugin: data.plugin.clone(),
-        collection: data.collection.clone(),
-        target: data.target.clone(),
+/// `data` with only `points` (and no error), as `CollectedData` JSON: what forward and sniff copy.
+fn subset(data: &DataRef<'_>, points: &[&DataPointRef<'_>]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Subset<'a> {
+        plugin: &'a str,
+        collection: &'a str,
+        target: &'a str,
+        collected_at: f64,
+        correlation_info: &'a BTreeMap<Text<'a>, Text<'a>>,
+        points: &'a [&'a DataPointRef<'a>],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scheduled_at: Option<f64>,
+    }
+    serde_json::to_vec(&Subset {
+        plugin: &data.plugin,
+        collection: &data.collection,
+        target: &data.target,
         collected_at: data.collected_at,
-        correlation_info: data.correlation_info.clone(),
-        points: points.iter().map(|p| (*p).clone()).collect(),
-        error: None,
+        correlation_info: &data.correlation_info,
+        points,
         scheduled_at: data.scheduled_at,
-    };
-    serde_json::to_vec(&copy).unwrap_or_default()
+    })
+    .unwrap_or_default()
 }
 
 /// The point's time: its own, or the collection's when it has none.
-fn timestamp(data: &CollectedData, point: &DataPoint) -> f64 {
+fn timestamp(data: &DataRef<'_>, point: &DataPointRef<'_>) -> f64 {
     if point.timestamp > 0.0 && point.timestamp.is_finite() {
         point.timestamp
     } else {
@@ -244,17 +253,23 @@ pub fn to_ns(seconds: f64) -> Option<i64> {
 }
 
 /// The cache key of a point's series.
-pub fn series_key(plugin: &str, collection: &str, target: &str, name: &str, tags: &BTreeMap<String, String>) -> String {
+pub fn series_key(
+    plugin: &str,
+    collection: &str,
+    target: &str,
+    name: &str,
+    tags: &BTreeMap<Text<'_>, Text<'_>>,
+) -> String {
     let mut key = format!("{CACHE_PREFIX}{plugin}.{collection}.{target}.{name}");
     for (k, v) in tags {
-        let _ = write!(key, ",{k}={v}");
+        let _ = write!(key, ",{}={}", &**k, &**v);
     }
     key
 }
 
 fn cache_entry(
-    data: &CollectedData,
-    point: &DataPoint,
+    data: &DataRef<'_>,
+    point: &DataPointRef<'_>,
     reflection: &str,
     ttl: Duration,
 ) -> (String, Vec<u8>, Duration) {
@@ -274,7 +289,7 @@ fn cache_entry(
 
 /// The metric point `map` makes of `point`, borrowing from both; `None` when its value cannot
 /// be a field.
-pub fn metric<'a>(data: &'a CollectedData, point: &'a DataPoint, map: &'a MetricMap) -> Option<PointRef<'a>> {
+pub fn metric<'a>(data: &'a DataRef<'_>, point: &'a DataPointRef<'_>, map: &'a MetricMap) -> Option<PointRef<'a>> {
     // Numbers are always floats: a series whose values are sometimes 1 and sometimes 1.5
     // would otherwise hit InfluxDB's field type conflict.
     let value = match &point.value {
@@ -290,43 +305,39 @@ pub fn metric<'a>(data: &'a CollectedData, point: &'a DataPoint, map: &'a Metric
             "plugin" => Some(&data.plugin),
             "collection" => Some(&data.collection),
             "target" => Some(&data.target),
-            _ => point
-                .tags
-                .get(k)
-                .or_else(|| data.correlation_info.get(k))
-                .map(String::as_str),
+            _ => point.tags.get(k).or_else(|| data.correlation_info.get(k)).map(|v| &**v),
         }
     };
     // `{name}` alone (the usual template) borrows; anything else is rendered.
-    let render = |template: &'a str| -> Cow<'a, str> {
+    let render = |template: &'a str| -> Text<'a> {
         match template
             .strip_prefix('{')
             .and_then(|t| t.strip_suffix('}'))
             .and_then(lookup)
         {
-            Some(v) if !template[1..template.len() - 1].contains(['{', '}']) => Cow::Borrowed(v),
-            _ => Cow::Owned(render_with(template, lookup)),
+            Some(v) if !template[1..template.len() - 1].contains(['{', '}']) => Text::from(v),
+            _ => Text::from(render_with(template, lookup)),
         }
     };
-    let mut tags: BTreeMap<Cow<'a, str>, Cow<'a, str>> = point
+    let mut tags: BTreeMap<Text<'a>, Text<'a>> = point
         .tags
         .iter()
-        .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+        .map(|(k, v)| (Text::from(&**k), Text::from(&**v)))
         .collect();
     for (k, template) in &map.tags {
-        tags.insert(Cow::Borrowed(k.as_str()), render(template));
+        tags.insert(Text::from(k.as_str()), render(template));
     }
     if !tags.contains_key("host") {
         let host = render(&map.host);
         if !host.is_empty() {
-            tags.insert(Cow::Borrowed("host"), host);
+            tags.insert(Text::from("host"), host);
         }
     }
     tags.retain(|_, v| !v.is_empty());
     Some(PointRef {
         name: render(&map.name),
         tags,
-        fields: BTreeMap::from([(Cow::Borrowed(map.field.as_str()), value)]),
+        fields: BTreeMap::from([(Text::from(map.field.as_str()), value)]),
         timestamp_ns,
         database: map.database.as_deref().map(render),
     })
@@ -334,6 +345,8 @@ pub fn metric<'a>(data: &'a CollectedData, point: &'a DataPoint, map: &'a Metric
 
 #[cfg(test)]
 mod tests {
+    use ironwork_core::messages::{CollectedData, DataPoint};
+
     use super::*;
     use crate::tree::Matcher;
 
@@ -411,7 +424,8 @@ mod tests {
             reflection("p.c", "*", vec![Action::Forward("late".into())], false),
         ]);
         let mut fx = Effects::default();
-        r.reflect(&data(), &mut fx);
+        let json = serde_json::to_string(&data()).unwrap();
+        r.reflect(&serde_json::from_str(&json).unwrap(), &mut fx);
         assert_eq!((fx.matched, fx.dropped, fx.unmatched), (3, 3, 0));
         assert!(fx.forward.is_empty(), "drop skips later actions and reflections");
         assert_eq!(fx.cache.len(), 1);
@@ -440,7 +454,8 @@ mod tests {
             reflection("p.b", "*", vec![Action::Sniff], false),
         ]);
         let mut fx = Effects::default();
-        r.reflect(&data(), &mut fx);
+        let json = serde_json::to_string(&data()).unwrap();
+        r.reflect(&serde_json::from_str(&json).unwrap(), &mut fx);
         assert_eq!(fx.metrics.len(), 1, "one message per input message");
         assert_eq!(fx.metric_points, 2, "the list value is not a field");
         assert_eq!(fx.unusable, 1);

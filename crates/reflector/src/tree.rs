@@ -114,6 +114,24 @@ impl Compare {
     }
 }
 
+/// A point's tags, as conditions look them up (owned or borrowed maps alike).
+pub trait Tags: std::fmt::Debug {
+    /// The value of tag `key`.
+    fn tag(&self, key: &str) -> Option<&str>;
+}
+
+impl Tags for BTreeMap<String, String> {
+    fn tag(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+impl Tags for BTreeMap<crate::point::Text<'_>, crate::point::Text<'_>> {
+    fn tag(&self, key: &str) -> Option<&str> {
+        self.get(key).map(|v| &**v)
+    }
+}
+
 /// What a point offers to conditions.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
@@ -126,7 +144,7 @@ pub struct Subject<'a> {
     /// The target.
     pub target: &'a str,
     /// The point's tags.
-    pub tags: &'a BTreeMap<String, String>,
+    pub tags: &'a dyn Tags,
     /// The value, when it is a number.
     pub value: Option<f64>,
 }
@@ -161,8 +179,8 @@ impl Condition {
             && self
                 .tags
                 .iter()
-                .all(|(k, m)| s.tags.get(k).is_some_and(|v| m.matches(v)))
-            && self.present.iter().all(|k| s.tags.contains_key(k))
+                .all(|(k, m)| s.tags.tag(k).is_some_and(|v| m.matches(v)))
+            && self.present.iter().all(|k| s.tags.tag(k).is_some())
             && (self.value.is_empty() || s.value.is_some_and(|v| self.value.iter().all(|c| c.holds(v))))
     }
 }
