@@ -166,22 +166,6 @@ fn defaults(file: &Path) -> Settings {
 /// `redis_required` false: it supplies the Redis URL itself.
 pub fn read_settings(r: &mut SectionReader<'_>, file: &Path, redis_required: bool) -> Settings {
     let d = defaults(file);
-    let positive = |what: &'static str| {
-        move |s: &str| match s.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("{what} must be a whole number above zero")),
-        }
-    };
-    let nonzero = |d: Duration| {
-        move |s: &str| {
-            match ironwork_core::config::parse_duration(s) {
-                Ok(v) if !v.is_zero() => Ok(v),
-                Ok(_) => Err("must be above zero".to_string()),
-                Err(e) => Err(e),
-            }
-            .or(Err(format!("expected a duration above zero, like {}s", d.as_secs())))
-        }
-    };
     let redis = if redis_required {
         r.required("redis")
     } else {
@@ -215,16 +199,12 @@ pub fn read_settings(r: &mut SectionReader<'_>, file: &Path, redis_required: boo
         listen,
         token_file,
         log_roots,
-        collection_bulk_size: r.parse_with(
-            "collection_bulk_size",
-            d.collection_bulk_size,
-            positive("collection_bulk_size"),
-        ),
-        concurrency: r.parse_with("concurrency", d.concurrency, positive("concurrency")),
-        trigger_interval: r.parse_with("trigger_interval", d.trigger_interval, nonzero(d.trigger_interval)),
-        leader_ttl: r.parse_with("leader_ttl", d.leader_ttl, nonzero(d.leader_ttl)),
-        disable_for: r.parse_with("disable_for", d.disable_for, nonzero(d.disable_for)),
-        result_batch: r.parse_with("result_batch", d.result_batch, positive("result_batch")),
+        collection_bulk_size: r.positive("collection_bulk_size", d.collection_bulk_size),
+        concurrency: r.positive("concurrency", d.concurrency),
+        trigger_interval: r.nonzero_duration("trigger_interval", d.trigger_interval),
+        leader_ttl: r.nonzero_duration("leader_ttl", d.leader_ttl),
+        disable_for: r.nonzero_duration("disable_for", d.disable_for),
+        result_batch: r.positive("result_batch", d.result_batch),
         shutdown_grace: r.duration("shutdown_grace", d.shutdown_grace),
         host: r.str("host").map(str::to_string).unwrap_or(d.host),
         limits,

@@ -272,6 +272,23 @@ impl<'a> SectionReader<'a> {
         self.parse_with(key, default, parse_duration)
     }
 
+    /// A duration above zero (a timer, a retry delay, a TTL), or `default`.
+    pub fn nonzero_duration(&mut self, key: &str, default: Duration) -> Duration {
+        self.parse_with(key, default, |v| match parse_duration(v)? {
+            d if d.is_zero() => Err("must be longer than 0".into()),
+            d => Ok(d),
+        })
+    }
+
+    /// A whole number of at least 1 (a count, a size, a bound), or `default`.
+    pub fn positive<T: FromStr + Default + PartialEq>(&mut self, key: &str, default: T) -> T {
+        self.parse_with(key, default, |v| match v.trim().parse::<T>() {
+            Ok(n) if n == T::default() => Err("must be at least 1".into()),
+            Ok(n) => Ok(n),
+            Err(_) => Err("expected a whole number of at least 1".into()),
+        })
+    }
+
     /// A byte size (`1048576`, `512K`, `100M`, `1GiB`), or `default`.
     pub fn bytes(&mut self, key: &str, default: u64) -> u64 {
         self.parse_with(key, default, parse_bytes)

@@ -358,7 +358,7 @@ fn read_elasticsearch(r: &mut SectionReader<'_>, default_url: Option<&str>) -> O
         IndexPattern::parse(s).map(Some)
     });
     let timestamp_field = r.str("timestamp_field").unwrap_or(DEFAULT_TIMESTAMP_FIELD).to_string();
-    let bulk_max_docs = r.parse_with("bulk_max_docs", 5000usize, positive);
+    let bulk_max_docs = r.positive("bulk_max_docs", 5000usize);
     let bulk_max_bytes = r.bytes("bulk_max_bytes", 5 << 20) as usize;
     let flush_interval = r.duration("flush_interval", Duration::from_secs(1));
     let gzip = r.parse_with("compression", false, |s| match s.trim() {
@@ -366,10 +366,10 @@ fn read_elasticsearch(r: &mut SectionReader<'_>, default_url: Option<&str>) -> O
         "gzip" => Ok(true),
         _ => Err("expected none or gzip".to_string()),
     });
-    let workers = r.parse_with("workers", 2usize, positive);
-    let request_timeout = nonzero(r, "request_timeout", Duration::from_secs(60));
-    let retry_initial = nonzero(r, "retry_initial", Duration::from_millis(500));
-    let retry_max = nonzero(r, "retry_max", Duration::from_secs(60));
+    let workers = r.positive("workers", 2usize);
+    let request_timeout = r.nonzero_duration("request_timeout", Duration::from_secs(60));
+    let retry_initial = r.nonzero_duration("retry_initial", Duration::from_millis(500));
+    let retry_max = r.nonzero_duration("retry_max", Duration::from_secs(60));
     if bulk_max_bytes == 0 {
         r.error("bulk_max_bytes", "must be more than 0");
     }
@@ -386,22 +386,6 @@ fn read_elasticsearch(r: &mut SectionReader<'_>, default_url: Option<&str>) -> O
         retry_initial,
         retry_max,
     })
-}
-
-/// A duration that must not be 0 (a timer or a retry delay).
-fn nonzero(r: &mut SectionReader<'_>, key: &str, default: Duration) -> Duration {
-    r.parse_with(key, default, |s| match ironwork_core::config::parse_duration(s) {
-        Ok(d) if d.is_zero() => Err("must be more than 0".into()),
-        other => other,
-    })
-}
-
-fn positive(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("expected a number: {e}")),
-    }
 }
 
 fn resolve(path: &str, home: Option<&Path>) -> Result<PathBuf, String> {
@@ -428,7 +412,7 @@ fn read_state(r: &mut SectionReader<'_>, home: Option<&Path>, stem: &str) -> (Op
         None => directory.as_ref().map(|d| d.join(format!("{name}.dead-letter.ndjson"))),
     };
     let queue_bytes = r.bytes("queue_bytes", 64 << 20);
-    let checkpoint_interval = nonzero(r, "checkpoint_interval", Duration::from_secs(1));
+    let checkpoint_interval = r.nonzero_duration("checkpoint_interval", Duration::from_secs(1));
     let forget_after = r.duration("forget_after", Duration::from_secs(24 * 3600));
     let shutdown_grace = r.duration("shutdown_grace", Duration::from_secs(8));
     let listen = r.parse_with("http_listen", None, |s| {
@@ -451,9 +435,9 @@ fn read_state(r: &mut SectionReader<'_>, home: Option<&Path>, stem: &str) -> (Op
 
 fn read_tail(r: &mut SectionReader<'_>) -> Tail {
     Tail {
-        poll_interval: nonzero(r, "poll_interval", Duration::from_millis(250)),
-        scan_interval: nonzero(r, "scan_interval", Duration::from_secs(2)),
-        max_open_files: r.parse_with("max_open_files", 512usize, positive),
+        poll_interval: r.nonzero_duration("poll_interval", Duration::from_millis(250)),
+        scan_interval: r.nonzero_duration("scan_interval", Duration::from_secs(2)),
+        max_open_files: r.positive("max_open_files", 512usize),
         close_inactive: r.duration("close_inactive", Duration::from_secs(300)),
         rotate_wait: r.duration("rotate_wait", Duration::from_secs(30)),
         close_removed_after: r.duration("close_removed_after", Duration::from_secs(600)),
@@ -609,7 +593,7 @@ mod tests {
             "[input:a] read_from:",
             "[input:a] bogus: unknown key",
             "[outputs]",
-            "retry_initial: must be more than 0",
+            "retry_initial: must be longer than 0",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ironwork_core::config::{parse_duration, ConfigError, ConfigErrors, Report, SectionReader, UnknownKeys};
+use ironwork_core::config::{ConfigError, ConfigErrors, Report, SectionReader, UnknownKeys};
 use ironwork_core::ini::{Ini, Section};
 use ironwork_step::layout::{valid_name, StepName};
 use ironwork_step::switch_rules::RuleSet;
@@ -517,13 +517,6 @@ fn read_cmd(r: &mut SectionReader<'_>, plugin_dir: &Path, is_step: bool) -> Vec<
     words
 }
 
-fn positive_duration(r: &mut SectionReader<'_>, key: &str, default: Duration) -> Duration {
-    r.parse_with(key, default, |v| match parse_duration(v)? {
-        d if d.is_zero() => Err("must be longer than 0".into()),
-        d => Ok(d),
-    })
-}
-
 /// An rlimit: an integer, or Metwork's float spelling (`1e9`); empty or 0 = not set.
 fn parse_rlimit(v: &str) -> Result<Option<u64>, String> {
     let v = v.trim();
@@ -552,7 +545,7 @@ fn read_rlimits(r: &mut SectionReader<'_>) -> Rlimits {
 fn read_step(r: &mut SectionReader<'_>, name: &str, plugin_dir: &Path) -> StepConfig {
     let cmd_and_args = read_cmd(r, plugin_dir, true);
     let numprocesses = r.parse("numprocesses", 1u32);
-    let timeout = positive_duration(r, "timeout", Duration::from_secs(600));
+    let timeout = r.nonzero_duration("timeout", Duration::from_secs(600));
     let max_age = r.duration("max_age", Duration::ZERO);
     let policy = r.parse_with("failure_policy", "keep", |v| match v.trim() {
         "keep" => Ok("keep"),

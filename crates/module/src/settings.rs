@@ -443,12 +443,12 @@ impl Settings {
                             "keep" => Ok(NoMatchPolicy::Keep),
                             _ => Err("expected delete or keep".into()),
                         });
-                    s.switch.numprocesses = r.parse_with("numprocesses", 1, positive);
+                    s.switch.numprocesses = r.positive("numprocesses", 1u32);
                 }
                 "gc" => {
-                    s.gc.trash_max_age = nonzero_duration(&mut r, "trash_max_age", s.gc.trash_max_age);
-                    s.gc.tmp_max_age = nonzero_duration(&mut r, "tmp_max_age", s.gc.tmp_max_age);
-                    s.gc.every = nonzero_duration(&mut r, "every", s.gc.every);
+                    s.gc.trash_max_age = r.nonzero_duration("trash_max_age", s.gc.trash_max_age);
+                    s.gc.tmp_max_age = r.nonzero_duration("tmp_max_age", s.gc.tmp_max_age);
+                    s.gc.every = r.nonzero_duration("every", s.gc.every);
                 }
                 "data" => {
                     s.data.in_dir = r.parse_with("in_dir", None, |v| {
@@ -535,25 +535,6 @@ impl Settings {
             .map(Path::to_path_buf)
             .ok_or_else(|| std::io::Error::other(format!("{} has no parent directory", exe.display())))
     }
-}
-
-fn positive(v: &str) -> Result<u32, String> {
-    match v.trim().parse::<u32>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("expected a positive integer: {e}")),
-    }
-}
-
-fn nonzero_duration(r: &mut SectionReader<'_>, key: &str, default: Duration) -> Duration {
-    r.parse_with(key, default, |v| {
-        let d = ironwork_core::config::parse_duration(v)?;
-        if d.is_zero() {
-            Err("must be longer than 0".into())
-        } else {
-            Ok(d)
-        }
-    })
 }
 
 /// An optional value: absent or empty is `None`.

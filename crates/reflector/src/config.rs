@@ -24,9 +24,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ironwork_core::config::{
-    parse_duration, split_list, ConfigError, ConfigErrors, Report, SectionReader, UnknownKeys,
-};
+use ironwork_core::config::{split_list, ConfigError, ConfigErrors, Report, SectionReader, UnknownKeys};
 use ironwork_core::ini::Ini;
 
 use crate::influx::Api;
@@ -206,20 +204,6 @@ fn defaults() -> Settings {
 
 const DAY: u64 = 86_400;
 
-fn positive(what: &'static str) -> impl Fn(&str) -> Result<usize, String> {
-    move |s: &str| match s.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{what} must be a whole number above zero")),
-    }
-}
-
-fn nonzero(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if d.is_zero() => Err("must be above zero".into()),
-        d => Ok(d),
-    }
-}
-
 fn days(s: &str) -> Result<Duration, String> {
     match s.trim().parse::<f64>() {
         Ok(d) if d > 0.0 && d.is_finite() && d < 100_000.0 => Ok(Duration::from_secs_f64(d * DAY as f64)),
@@ -305,29 +289,19 @@ pub fn read_settings(r: &mut SectionReader<'_>, redis_required: bool) -> Setting
     Settings {
         redis,
         listen,
-        reflection_bulk_size: r.parse_with(
-            "reflection_bulk_size",
-            d.reflection_bulk_size,
-            positive("reflection_bulk_size"),
-        ),
+        reflection_bulk_size: r.positive("reflection_bulk_size", d.reflection_bulk_size),
         server_type,
         endpoints,
-        connect_timeout: r.parse_with("metrics_server_connect_timeout", d.connect_timeout, nonzero),
-        send_bulk_size: r.parse_with(
-            "metrics_send_bulk_size",
-            d.send_bulk_size,
-            positive("metrics_send_bulk_size"),
-        ),
+        connect_timeout: r.nonzero_duration("metrics_server_connect_timeout", d.connect_timeout),
+        send_bulk_size: r.positive("metrics_send_bulk_size", d.send_bulk_size),
         retry_count: r.parse("metrics_send_retry_count", d.retry_count),
-        retry_interval: r.parse_with("metrics_send_retry_interval", d.retry_interval, nonzero),
+        retry_interval: r.nonzero_duration("metrics_send_retry_interval", d.retry_interval),
         sent_backup: r.bool("metrics_sent_backup_mode", d.sent_backup),
         sent_expire: r.parse_with("metrics_sent_expire_days", d.sent_expire, days),
         unsent_expire: r.parse_with("metrics_unsent_expire_days", d.unsent_expire, days),
-        sniffer_max: r.parse_with("collection_sniffer_queue_max_size", d.sniffer_max, |s| {
-            positive("collection_sniffer_queue_max_size")(s).map(|n| n as u64)
-        }),
-        expiry_interval: r.parse_with("expiry_interval", d.expiry_interval, nonzero),
-        leader_ttl: r.parse_with("leader_ttl", d.leader_ttl, nonzero),
+        sniffer_max: r.positive("collection_sniffer_queue_max_size", d.sniffer_max),
+        expiry_interval: r.nonzero_duration("expiry_interval", d.expiry_interval),
+        leader_ttl: r.nonzero_duration("leader_ttl", d.leader_ttl),
         shutdown_grace: r.duration("shutdown_grace", d.shutdown_grace),
     }
 }
@@ -420,7 +394,7 @@ pub fn read_reflection(r: &mut SectionReader<'_>, plugin: &str, name: &str) -> O
     let value = r.parse_with("value", Vec::new(), comparisons);
     let action_names = r.required("actions").map(split_list).unwrap_or_default();
     let stop = r.bool("stop", false);
-    let cache_ttl = r.parse_with("cache_ttl", Duration::from_secs(600), nonzero);
+    let cache_ttl = r.nonzero_duration("cache_ttl", Duration::from_secs(600));
     let forward_queue = r.str("forward_queue").map(str::trim).map(str::to_string);
     let metric = MetricMap {
         name: r.str("metric_name").unwrap_or("{name}").to_string(),
