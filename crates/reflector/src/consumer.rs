@@ -134,21 +134,30 @@ async fn reflect_batch(shared: &Shared, consumer: &ReliableConsumer, deliveries:
     // Read in place; the effects own what they write, so the messages are free again after.
     let reflections = shared.reflections();
     let mut fx = Effects::default();
-    let mut acked = Vec::with_capacity(deliveries.len());
+    let mut read = Vec::with_capacity(deliveries.len());
     let mut bad = Vec::new();
     for d in &deliveries {
         match serde_json::from_slice::<DataRef<'_>>(&d.payload) {
             Ok(data) => {
                 reflections.reflect(&data, &mut fx);
-                acked.push(d.clone());
+                read.push(true);
             }
-            Err(e) => bad.push((d, format!("invalid CollectedData: {e}"))),
+            Err(e) => {
+                bad.push((d, format!("invalid CollectedData: {e}")));
+                read.push(false);
+            }
         }
     }
     for (d, reason) in bad {
         consumer.dead_letter(d, &reason, DEAD_CAP).await?;
         shared.stats.data_dead.inc();
     }
+    let acked: Vec<Delivery> = deliveries
+        .into_iter()
+        .zip(read)
+        .filter(|(_, ok)| *ok)
+        .map(|(d, _)| d)
+        .collect();
     if let Err(e) = write_effects(shared, &fx).await {
         if ironwork_core::connection::is_transient(&e) {
             return Err(e.into());

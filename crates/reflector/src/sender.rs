@@ -65,9 +65,10 @@ async fn send_messages(
         match parse_message(&d.payload) {
             Ok(p) => {
                 points.extend(p);
-                taken.push(d);
+                taken.push(true);
             }
             Err(e) => {
+                taken.push(false);
                 shared.stats.send_dead.inc();
                 consumer
                     .dead_letter(d, &format!("not a metric point or list of points: {e}"), DEAD_CAP)
@@ -101,7 +102,13 @@ async fn send_messages(
             send_batch(shared, consumer, Arc::new(prepared), &good, token).await?;
         }
     }
-    let taken: Vec<Delivery> = taken.into_iter().cloned().collect();
+    drop(points);
+    let taken: Vec<Delivery> = deliveries
+        .into_iter()
+        .zip(taken)
+        .filter(|(_, ok)| *ok)
+        .map(|(d, _)| d)
+        .collect();
     consumer.ack(&taken).await?;
     Ok(n)
 }
