@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ironwork_core::config::{ConfigError, ConfigErrors, Report, SectionReader, UnknownKeys};
+use ironwork_core::config::{plugin_item, ConfigError, ConfigErrors, Report, SectionReader, UnknownKeys};
 use ironwork_core::ini::Ini;
 
 use crate::collection::{Collection, RunLimits};
@@ -92,9 +92,7 @@ impl Config {
                 settings = Some(read_settings(&mut r, file, true));
                 r.finish(UnknownKeys::Error);
             } else if let Some(id) = section.name.strip_prefix("collection:") {
-                let valid =
-                    |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-                let Some((plugin, name)) = id.split_once('.').filter(|(p, n)| valid(p) && valid(n)) else {
+                let Some((plugin, name)) = plugin_item(id) else {
                     report.errors.push(
                         ConfigError::new(file, "a collection section is [collection:<plugin>.<name>], each made of letters, digits, '_' or '-'")
                             .in_section(&section.name)

@@ -338,6 +338,13 @@ impl<'a> SectionReader<'a> {
     }
 }
 
+/// `<plugin>.<name>` split in two, each made of letters, digits, `_` or `-` (the id of a
+/// `[collection:…]` or `[reflection:…]` section of a generated file); `None` otherwise.
+pub fn plugin_item(id: &str) -> Option<(&str, &str)> {
+    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    id.split_once('.').filter(|(p, n)| valid(p) && valid(n))
+}
+
 /// A comma- or whitespace-separated list, empty items dropped.
 pub fn split_list(s: &str) -> Vec<String> {
     s.split(|c: char| c == ',' || c.is_whitespace())

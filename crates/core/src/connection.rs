@@ -165,6 +165,16 @@ impl Redis {
         self.retry_on(self.shared.clone(), what, op).await
     }
 
+    /// Run `pipe` in one round trip, with [`Redis::retry`]'s retries.
+    pub async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        what: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, RedisError> {
+        self.retry(what, |mut c| async move { pipe.query_async(&mut c).await })
+            .await
+    }
+
     /// [`Redis::retry`] on a given connection (a dedicated blocking one, typically).
     pub async fn retry_on<T, F, Fut>(&self, conn: Conn, what: &'static str, mut op: F) -> Result<T, RedisError>
     where

@@ -110,14 +110,7 @@ impl Queue {
             }
             pipe.add_command(cmd);
         }
-        let lens: Vec<u64> = self
-            .redis
-            .retry("lpush", |mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async(&mut c).await }
-            })
-            .await
-            .map_err(self.err("lpush"))?;
+        let lens: Vec<u64> = self.redis.pipeline("lpush", &pipe).await.map_err(self.err("lpush"))?;
         Ok(lens.last().copied().unwrap_or(0))
     }
 
@@ -211,10 +204,7 @@ impl Queue {
         pipe.lpush(&self.dead, letter);
         let (len,): (u64,) = self
             .redis
-            .retry("dead_letter", |mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async(&mut c).await }
-            })
+            .pipeline("dead_letter", &pipe)
             .await
             .map_err(self.err("dead_letter"))?;
         self.trim_dead(len, cap).await
@@ -504,10 +494,7 @@ impl ReliableConsumer {
             .ignore();
         self.queue
             .redis
-            .retry("heartbeat", |mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async::<()>(&mut c).await }
-            })
+            .pipeline::<()>("heartbeat", &pipe)
             .await
             .map_err(self.queue.err("heartbeat"))
     }
@@ -695,10 +682,7 @@ impl ReliableConsumer {
         let (len,): (u64,) = self
             .queue
             .redis
-            .retry("dead_letter", |mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async(&mut c).await }
-            })
+            .pipeline("dead_letter", &pipe)
             .await
             .map_err(self.queue.err("dead_letter"))?;
         tracing::debug!(queue = %self.queue.name(), reason, "dead-lettered a message");

@@ -54,13 +54,7 @@ pub async fn write_backups(shared: Arc<Shared>, queue: &'static str, table: &'st
                 for (d, b) in &decoded {
                     pipe.zadd(table, &d.payload, b.attempted_at).ignore();
                 }
-                shared
-                    .redis
-                    .retry("backup", |mut c| {
-                        let pipe = &pipe;
-                        async move { pipe.query_async::<()>(&mut c).await }
-                    })
-                    .await?;
+                shared.redis.pipeline::<()>("backup", &pipe).await?;
                 let done: Vec<_> = decoded.into_iter().map(|(d, _)| d).collect();
                 consumer.ack(&done).await?;
                 shared.stats.backups_written.add(done.len() as u64);
@@ -222,13 +216,7 @@ async fn resend(
                         pipe.lpush(names::METRICS_SENT_QUEUE, serde_json::to_vec(&sent)?)
                             .ignore();
                     }
-                    shared
-                        .redis
-                        .retry("resent", |mut c| {
-                            let pipe = &pipe;
-                            async move { pipe.query_async::<()>(&mut c).await }
-                        })
-                        .await?;
+                    shared.redis.pipeline::<()>("resent", &pipe).await?;
                     tracing::info!(endpoint = %dest.name, batch = %batch.batch_id, points = batch.points.len(), "unsent batch delivered");
                 }
                 Err(Failure::Refused(e)) => {

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ironwork_core::config::{split_list, ConfigError, ConfigErrors, Report, SectionReader, UnknownKeys};
+use ironwork_core::config::{plugin_item, split_list, ConfigError, ConfigErrors, Report, SectionReader, UnknownKeys};
 use ironwork_core::ini::Ini;
 
 use crate::influx::Api;
@@ -108,9 +108,7 @@ impl Config {
                 settings = Some(read_settings(&mut r, true));
                 r.finish(UnknownKeys::Error);
             } else if let Some(id) = section.name.strip_prefix("reflection:") {
-                let valid =
-                    |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-                let Some((plugin, name)) = id.split_once('.').filter(|(p, n)| valid(p) && valid(n)) else {
+                let Some((plugin, name)) = plugin_item(id) else {
                     report.errors.push(
                         ConfigError::new(file, "a reflection section is [reflection:<plugin>.<name>], each made of letters, digits, '_' or '-'")
                             .in_section(&section.name)

@@ -212,11 +212,5 @@ async fn write_effects(shared: &Shared, fx: &Effects) -> Result<(), redis::Redis
         let cap = shared.settings.sniffer_max as isize;
         pipe.ltrim(names::COLLECTOR_DATA_SNIFFER, 0, cap - 1).ignore();
     }
-    shared
-        .redis
-        .retry("reflection effects", |mut c| {
-            let pipe = &pipe;
-            async move { pipe.query_async::<()>(&mut c).await }
-        })
-        .await
+    shared.redis.pipeline::<()>("reflection effects", &pipe).await
 }

@@ -186,13 +186,7 @@ async fn send_batch(
     for (queue, record) in &records {
         pipe.lpush(*queue, record).ignore();
     }
-    shared
-        .redis
-        .retry("record batches", |mut c| {
-            let pipe = &pipe;
-            async move { pipe.query_async::<()>(&mut c).await }
-        })
-        .await?;
+    shared.redis.pipeline::<()>("record batches", &pipe).await?;
     Ok(())
 }
 

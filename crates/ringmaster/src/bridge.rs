@@ -49,12 +49,7 @@ pub async fn consume_commands(redis: Redis, inputs: mpsc::Sender<Input>, token: 
                     let body = serde_json::to_vec(&reply).unwrap_or_default();
                     let mut pipe = redis::pipe();
                     pipe.lpush(&key, body).ignore().expire(&key, 300).ignore();
-                    redis
-                        .retry("reply", |mut c| {
-                            let pipe = &pipe;
-                            async move { pipe.query_async::<()>(&mut c).await }
-                        })
-                        .await?;
+                    redis.pipeline::<()>("reply", &pipe).await?;
                 }
             }
         }
@@ -83,10 +78,7 @@ pub async fn publish_events(redis: Redis, mut events: mpsc::Receiver<RingmasterE
         }
         let sent = tokio::select! {
             _ = token.cancelled() => return,
-            r = redis.retry("publish", |mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async::<()>(&mut c).await }
-            }) => r,
+            r = redis.pipeline::<()>("publish", &pipe) => r,
         };
         if let Err(e) = sent {
             tracing::warn!(error = %e, "cannot publish events");

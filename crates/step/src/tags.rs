@@ -177,12 +177,7 @@ impl TagStore {
             pipe.cmd("COPY").arg(&src).arg(&dst).arg("REPLACE").ignore();
             pipe.expire(&dst, ttl).ignore();
         }
-        self.redis
-            .retry("tags_copy", |mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async::<()>(&mut c).await }
-            })
-            .await
+        self.redis.pipeline::<()>("tags_copy", &pipe).await
     }
 
     /// Forget the tags of the files at `paths`, in one round trip.
