@@ -173,6 +173,13 @@ pub struct WatcherConfig {
     pub memory_limit: Option<u64>,
     /// `flapping.*` overrides of the `[ringmaster]` defaults.
     pub flapping: Flapping,
+    /// `drain_socket`: the unix socket each process serves on (`$(circus.wid)` expanded). A
+    /// process being stopped is drained first: the path is taken away (or, on a recycle or
+    /// reload, taken over by its replacement) and the stop signal waits until the connections
+    /// it accepted are closed, at most `drain_timeout`.
+    pub drain_socket: Option<String>,
+    /// `drain_timeout` (default 30 s).
+    pub drain_timeout: Duration,
 }
 
 /// Where a child's stdout or stderr goes.
@@ -1379,6 +1386,8 @@ fn read_watcher(
         hooks: read_hooks(&mut r, &mut notes),
         memory_limit: r.parse_with("memory_limit", None, parse_memory_limit),
         flapping: read_flapping(&mut r, ctx.flapping),
+        drain_socket: r.str("drain_socket").filter(|s| !s.trim().is_empty()).map(str::to_string),
+        drain_timeout: r.duration("drain_timeout", Duration::from_secs(30)),
     };
     for (key, why) in IGNORED_WATCHER_KEYS {
         r.ignored(key, why);
@@ -1910,6 +1919,8 @@ mod tests {
                 hooks: Hooks::default(),
                 memory_limit: None,
                 flapping: Flapping::default(),
+                drain_socket: None,
+                drain_timeout: Duration::from_secs(30),
             }]
         );
     }

@@ -12,6 +12,7 @@
 pub mod bridge;
 pub mod config;
 pub mod control;
+pub mod drain;
 pub mod notify;
 pub mod process;
 pub mod procfs;

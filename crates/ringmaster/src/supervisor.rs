@@ -69,7 +69,18 @@ struct Stopping {
     deadline: Instant,
     killed: bool,
     reason: StopReason,
+    /// Not signalled yet: waiting for its connections on `drain_socket` to close.
+    drain: Option<Drain>,
 }
+
+#[derive(Debug)]
+struct Drain {
+    socket: std::path::PathBuf,
+    until: Instant,
+}
+
+/// How often a draining process's connections are counted.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 struct Proc {
@@ -388,6 +399,9 @@ impl Supervisor {
             for p in &mut w.procs {
                 if let Some(s) = &mut p.stopping {
                     s.deadline = s.deadline.min(now);
+                    if let Some(d) = &mut s.drain {
+                        d.until = now;
+                    }
                 }
             }
         }
@@ -431,7 +445,9 @@ impl Supervisor {
                     t = t.min(spawn_blocked_until.map_or(r, |b| r.max(b)));
                 }
                 if let Some(s) = &p.stopping {
-                    if !s.killed {
+                    if s.drain.is_some() {
+                        t = t.min(now + DRAIN_POLL);
+                    } else if !s.killed {
                         t = t.min(s.deadline);
                     }
                 }
@@ -583,15 +599,77 @@ impl Supervisor {
             return;
         }
         p.recycle_at = None;
+        let drain = match (&w.cfg.drain_socket, forced) {
+            (Some(pattern), false) => {
+                let socket = std::path::PathBuf::from(process::expand_runtime(pattern, p.wid, &self.sockets));
+                // A recycled process's replacement takes the path over; any other stop takes it away.
+                if reason != StopReason::Recycle {
+                    crate::drain::withdraw(&socket);
+                }
+                tracing::debug!(watcher = %w.cfg.name, pid, socket = %socket.display(), ?reason, "draining process");
+                Some(Drain {
+                    socket,
+                    until: now + w.cfg.drain_timeout,
+                })
+            }
+            _ => None,
+        };
+        let draining = drain.is_some();
         p.stopping = Some(Stopping {
             deadline: if forced { now } else { now + w.cfg.graceful_timeout },
             killed: false,
             reason,
+            drain,
         });
+        if !draining {
+            self.signal_stop(idx, pid, now);
+        }
+    }
+
+    /// Send a stopping process its stop signal; its graceful timeout starts now.
+    fn signal_stop(&mut self, idx: usize, pid: i32, now: Instant) {
+        let forced = self.forced;
+        let w = &mut self.watchers[idx];
+        let Some(p) = w.procs.iter_mut().find(|p| p.pid == pid) else {
+            return;
+        };
+        if let Some(s) = &mut p.stopping {
+            s.drain = None;
+            s.deadline = if forced { now } else { now + w.cfg.graceful_timeout };
+        }
         let n = process::signal_tree(pid, w.cfg.stop_signal, w.cfg.stop_children);
-        tracing::debug!(watcher = %w.cfg.name, pid, signal = w.cfg.stop_signal, signalled = n, ?reason, "stopping process");
+        tracing::debug!(watcher = %w.cfg.name, pid, signal = w.cfg.stop_signal, signalled = n, "stopping process");
         let name = w.cfg.name.clone();
         self.emit(&name, "kill", Some(pid), Map::new());
+    }
+
+    /// Signal the draining processes whose connections are closed (or whose drain timed out).
+    fn advance_drains(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for (idx, w) in self.watchers.iter().enumerate() {
+            for p in &w.procs {
+                let Some(s) = &p.stopping else { continue };
+                let Some(d) = &s.drain else { continue };
+                let progress = crate::drain::progress(p.pid, &d.socket);
+                let handed_over = s.reason != StopReason::Recycle || progress.replaced;
+                if progress.open == 0 && handed_over {
+                    tracing::debug!(watcher = %w.cfg.name, pid = p.pid, "drained");
+                    due.push((idx, p.pid));
+                } else if now >= d.until {
+                    tracing::warn!(
+                        watcher = %w.cfg.name,
+                        pid = p.pid,
+                        open_connections = progress.open,
+                        replaced = progress.replaced,
+                        "drain_timeout over, signalling anyway"
+                    );
+                    due.push((idx, p.pid));
+                }
+            }
+        }
+        for (idx, pid) in due {
+            self.signal_stop(idx, pid, now);
+        }
     }
 
     fn spawn_one(&mut self, idx: usize, wid: u32, now: Instant) -> bool {
@@ -786,11 +864,12 @@ impl Supervisor {
     // ---- reconciliation ---------------------------------------------------------------------
 
     fn reconcile(&mut self, now: Instant) {
+        self.advance_drains(now);
         // Kill what outlived its graceful timeout.
         for w in &mut self.watchers {
             for p in &mut w.procs {
                 if let Some(s) = &mut p.stopping {
-                    if !s.killed && now >= s.deadline {
+                    if !s.killed && s.drain.is_none() && now >= s.deadline {
                         s.killed = true;
                         tracing::warn!(watcher = %w.cfg.name, pid = p.pid, "graceful timeout over, SIGKILL to the process tree");
                         process::kill_tree(p.pid, &[]);
@@ -980,9 +1059,12 @@ impl Supervisor {
         // Everything that can fail happens before anything changes: new watchers' output files
         // are opened, then sockets bound (a failed bind leaves the running ones as they were).
         let mut fresh = Vec::new();
+        let mut handovers = Vec::new();
         for nw in &new.watchers {
-            if !self.watchers.iter().any(|w| w.cfg.name == nw.name) {
-                fresh.push(Watcher::new(nw.clone(), &self.metrics)?);
+            match self.watchers.iter().find(|w| w.cfg.name == nw.name) {
+                None => fresh.push(Watcher::new(nw.clone(), &self.metrics)?),
+                Some(w) if w.active && hands_over(&w.cfg, nw) => handovers.push(Watcher::new(nw.clone(), &self.metrics)?),
+                Some(_) => {}
             }
         }
         let rebound = self.sockets.rebind(&new.sockets)?;
@@ -1008,6 +1090,19 @@ impl Supervisor {
                         }
                         w.cfg.numprocesses = nw.numprocesses;
                         w.cfg.autostart = nw.autostart;
+                    } else if let Some(pos) = handovers.iter().position(|h| h.cfg.name == nw.name) {
+                        // Drained workers hand over one by one, as on a reload: each new process
+                        // starts before the old one of its slot is drained and stopped.
+                        let mut next = handovers.swap_remove(pos);
+                        let now = Instant::now();
+                        next.procs = std::mem::take(&mut w.procs);
+                        for p in next.procs.iter_mut().filter(|p| p.stopping.is_none()) {
+                            p.recycle_at = Some(now);
+                        }
+                        next.active = true;
+                        next.restarts = w.restarts;
+                        *w = next;
+                        changed.push(w.cfg.name.clone());
                     } else {
                         w.replace_with = Some(nw.clone());
                         changed.push(w.cfg.name.clone());
@@ -1109,9 +1204,10 @@ impl Supervisor {
             },
             "restart" | "reload" => match self.targets(&props) {
                 Ok(ts) => {
-                    let graceful = cmd.command == "reload";
                     let t = Instant::now();
                     for &i in &ts {
+                        // A drained watcher always hands over: a restart must not drop requests.
+                        let graceful = cmd.command == "reload" || self.watchers[i].cfg.drain_socket.is_some();
                         if !self.watchers[i].active {
                             self.start_watcher(i, t).await;
                             continue;
@@ -1404,6 +1500,12 @@ impl Supervisor {
         }
         Ok(Outcome::default())
     }
+}
+
+/// Whether a changed watcher is replaced process by process rather than stopped and started:
+/// drained workers on both sides, on the same sockets.
+fn hands_over(old: &WatcherConfig, new: &WatcherConfig) -> bool {
+    old.drain_socket.is_some() && old.drain_socket == new.drain_socket && !same_but_scale(old, new)
 }
 
 /// Equal except for what can change in place (numprocesses, autostart: as Metwork's circus).

@@ -30,7 +30,15 @@ impl Rm {
 
     /// Write `ini` (with `@DIR@` replaced by the temp dir) and start ringmaster on it.
     fn start(ini: &str) -> Rm {
+        Self::start_with(ini, &[])
+    }
+
+    /// [`Rm::start`], with `files` (name, content) written into the temp dir first.
+    fn start_with(ini: &str, files: &[(&str, &str)]) -> Rm {
         let dir = tempfile::tempdir().expect("tmp");
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).expect("write file");
+        }
         let config = dir.path().join("ringmaster.ini");
         std::fs::write(&config, ini.replace("@DIR@", &dir.path().display().to_string())).expect("write ini");
         let mut rm = Rm {
@@ -811,4 +819,87 @@ async fn scaling_is_bounded_and_redis_commands_run_once() {
     for key in keys.split_whitespace() {
         assert_eq!(redis.cli(&["LLEN", key]).trim(), "0", "{key} still holds the command");
     }
+}
+
+/// A worker serving on the unix socket it is given: each connection sends a line and gets
+/// `done <pid>` one second later. SIGTERM kills it at once, whatever it is doing.
+const SLOW_WORKER: &str = r#"
+import os, socket, sys, threading, time
+path = sys.argv[1]
+try:
+    os.unlink(path)
+except FileNotFoundError:
+    pass
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+s.listen(16)
+def serve(c):
+    c.recv(100)
+    time.sleep(1)
+    c.sendall(b"done %d\n" % os.getpid())
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// Send a request to the worker on `path`; the answer comes back on the join handle.
+fn slow_request(path: &std::path::Path) -> std::thread::JoinHandle<String> {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(path).expect("connect to the worker");
+    c.write_all(b"go\n").expect("send");
+    std::thread::spawn(move || {
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        answer
+    })
+}
+
+const DRAINED_WATCHER: &str = "[watcher:app]\ncmd = python3 @DIR@/worker.py @DIR@/app_$(circus.wid).sock\n\
+     drain_socket = @DIR@/app_$(circus.wid).sock\ndrain_timeout = 20\ngraceful_timeout = 5\n";
+
+#[tokio::test]
+async fn a_drained_worker_finishes_its_requests_before_the_stop_signal() {
+    let rm = Rm::start_with(DRAINED_WATCHER, &[("worker.py", SLOW_WORKER)]);
+    let sock = rm.path("app_1.sock");
+    let pid = rm.wait_pids("app", |p| p.len() == 1).await[0];
+    assert!(wait_for(DEADLINE, || std::os::unix::net::UnixStream::connect(&sock).is_ok()));
+
+    let answer = slow_request(&sock);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    rm.call("stop", json!({"name": "app", "waiting": false})).await;
+    // The path is gone at once: a front moves new requests to another worker.
+    assert!(wait_for(Duration::from_secs(1), || !sock.exists()), "socket still there");
+    assert!(alive(pid), "signalled before its request was answered");
+    assert_eq!(answer.join().expect("client"), format!("done {pid}\n"));
+    assert!(wait_for(DEADLINE, || !alive(pid)), "not stopped once drained");
+}
+
+#[tokio::test]
+async fn a_restart_hands_each_slot_over_without_refusing_a_connection() {
+    let rm = Rm::start_with(DRAINED_WATCHER, &[("worker.py", SLOW_WORKER)]);
+    let sock = rm.path("app_1.sock");
+    let old = rm.wait_pids("app", |p| p.len() == 1).await[0];
+    assert!(wait_for(DEADLINE, || std::os::unix::net::UnixStream::connect(&sock).is_ok()));
+
+    let in_flight = slow_request(&sock);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    rm.call("restart", json!({"name": "app", "waiting": false})).await;
+    // Connections keep being accepted all through the handover, by the old worker or the new.
+    let mut answers = Vec::new();
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        answers.push(slow_request(&sock));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(in_flight.join().expect("client"), format!("done {old}\n"));
+    let mut served_by_new = 0;
+    for a in answers {
+        let a = a.join().expect("client");
+        assert!(a.starts_with("done "), "a request failed during the handover: {a:?}");
+        served_by_new += usize::from(a != format!("done {old}\n"));
+    }
+    assert!(served_by_new > 0, "the replacement never took over");
+    assert!(wait_for(DEADLINE, || !alive(old)), "the old worker was not stopped");
+    assert_eq!(rm.pids("app").await.len(), 1);
 }
