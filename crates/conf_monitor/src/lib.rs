@@ -5,8 +5,8 @@
 //!   `plugins/*/config.ini`) and the debounce that turns edits into one regeneration.
 //! - this module: [`regenerate`] (load, generate, validate, write what changed) and [`run`]
 //!   (the loop, and telling the daemons: `reloadconfig` to ringmaster and SIGHUP to
-//!   directory_observer and the collector through the Redis list `ringmaster.control`; the switch re-reads its
-//!   rules file by itself).
+//!   directory_observer, the collector, the reflector and nginx through the Redis list
+//!   `ringmaster.control`; the switch re-reads its rules file by itself).
 //!
 //! A configuration with errors changes nothing: every error is logged and published in the
 //! Redis key `conf_monitor.status`, which `ironwork status` shows, and the last good
@@ -32,6 +32,8 @@ pub const SWITCH_RULES_INI: &str = "switch_rules.ini";
 pub const COLLECTOR_INI: &str = "collector.ini";
 /// The reflector's file.
 pub const REFLECTOR_INI: &str = "reflector.ini";
+/// The apps' front.
+pub const NGINX_CONF: &str = "nginx.conf";
 
 /// What a regeneration changed on disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -44,6 +46,9 @@ pub struct Changes {
     /// Whether ringmaster runs a reflector (which then hears about its file).
     #[serde(skip)]
     pub reflector: bool,
+    /// Whether ringmaster runs nginx (a plugin has an app).
+    #[serde(skip)]
+    pub nginx: bool,
 }
 
 impl Changes {
@@ -68,6 +73,7 @@ pub fn regenerate(home: &Home, bin_dir: &Path) -> Result<Changes, Vec<String>> {
     let mut changes = Changes {
         collector: settings.daemons.collector,
         reflector: settings.daemons.reflector,
+        nginx: !generated.nginx_conf.is_empty(),
         ..Changes::default()
     };
     for (name, text, path) in [
@@ -80,6 +86,7 @@ pub fn regenerate(home: &Home, bin_dir: &Path) -> Result<Changes, Vec<String>> {
         (SWITCH_RULES_INI, &generated.switch_rules_ini, home.switch_rules_ini()),
         (COLLECTOR_INI, &generated.collector_ini, home.collector_ini()),
         (REFLECTOR_INI, &generated.reflector_ini, home.reflector_ini()),
+        (NGINX_CONF, &generated.nginx_conf, home.nginx_conf()),
     ] {
         if std::fs::read_to_string(&path).map_or(true, |old| old != *text) {
             changes.files.push(name);
@@ -153,6 +160,9 @@ pub async fn run(home: Home, redis: Redis, options: Options, token: Cancellation
             for (file, name, runs) in [
                 (COLLECTOR_INI, "collector", changes.collector),
                 (REFLECTOR_INI, "reflector", changes.reflector),
+                // nginx re-reads its file on SIGHUP, old workers finishing their requests;
+                // `nginx -t` accepted it before it was written.
+                (NGINX_CONF, "nginx", changes.nginx),
             ] {
                 if (changes.has(file) || first) && runs {
                     let props = serde_json::json!({"name": name, "signum": "HUP"});

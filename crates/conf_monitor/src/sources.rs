@@ -1,5 +1,6 @@
 //! What conf_monitor watches, and how it notices a change: a fingerprint (size, modification
-//! time, inode) of `config/ironwork.ini`, every admin override `config/plugins/*.ini` and every
+//! time, inode) of `config/ironwork.ini`, `config/nginx.conf.template`, every admin override
+//! `config/plugins/*.ini` and every
 //! top-level file of `plugins/*/` (its `config.ini` and the scripts it names), taken every poll
 //! interval. Polling a few dozen `stat` calls a second
 //! costs nothing, sees plugin directories appear and vanish without any watch bookkeeping, and
@@ -40,6 +41,7 @@ pub fn fingerprint(home: &Path) -> Fingerprint {
         }
     };
     add(home.join("config").join("ironwork.ini"));
+    add(home.join("config").join("nginx.conf.template"));
     for dir in [home.join("config").join("plugins")] {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             if e.path().extension().is_some_and(|x| x == "ini") {

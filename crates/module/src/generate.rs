@@ -1,5 +1,5 @@
 //! Settings + plugins → `tmp/config_auto/`: `ringmaster.ini`, `directory_observer.ini`,
-//! `switch_rules.ini`, `collector.ini` and `reflector.ini`.
+//! `switch_rules.ini`, `collector.ini`, `reflector.ini` and `nginx.conf` (see [`crate::nginx`]).
 //!
 //! The output is a pure function of its input: plugins and steps in name order, no timestamps,
 //! no hash-map iteration. conf_monitor relies on that: it compares the new text with the files
@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::home::Home;
-use crate::plugin::{ExtraDaemon, FailurePolicy, Plugin, Rlimits, StepConfig};
+use crate::nginx;
+use crate::plugin::{AppConfig, ExtraDaemon, FailurePolicy, Plugin, Rlimits, StepConfig, UNIX_SOCKET_PATH};
 use crate::settings::{RedisTarget, Settings};
 
 /// The queue of the built-in switch, fed from `var/in/incoming`.
@@ -39,13 +40,21 @@ pub struct Generated {
     pub collector_ini: String,
     /// `tmp/config_auto/reflector.ini`.
     pub reflector_ini: String,
+    /// `tmp/config_auto/nginx.conf` (empty when no plugin has an app).
+    pub nginx_conf: String,
+    /// The nginx program `nginx.conf` is checked with (`[nginx] binary`).
+    pub nginx_binary: String,
+    /// Problems found while generating (an unreadable nginx template, an app socket path too
+    /// long); [`Generated::validate`] reports them.
+    pub problems: Vec<String>,
 }
 
 impl Generated {
     /// The files and their contents, in the order [`Generated::write`] writes them (the files
     /// ringmaster's watchers read first, ringmaster's own last).
-    pub fn files(&self, home: &Home) -> [(PathBuf, &str); 5] {
+    pub fn files(&self, home: &Home) -> [(PathBuf, &str); 6] {
         [
+            (home.nginx_conf(), self.nginx_conf.as_str()),
             (home.switch_rules_ini(), self.switch_rules_ini.as_str()),
             (home.collector_ini(), self.collector_ini.as_str()),
             (home.reflector_ini(), self.reflector_ini.as_str()),
@@ -58,6 +67,9 @@ impl Generated {
     /// whether anything changed.
     pub fn write(&self, home: &Home) -> std::io::Result<bool> {
         std::fs::create_dir_all(home.config_auto_dir())?;
+        if !self.nginx_conf.is_empty() {
+            std::fs::create_dir_all(home.var_dir().join("apps"))?;
+        }
         let mut changed = false;
         for (path, content) in self.files(home) {
             match std::fs::read(&path) {
@@ -91,7 +103,15 @@ fn write_atomically(path: &Path, content: &[u8]) -> std::io::Result<()> {
 pub fn generate(home: &Home, settings: &Settings, plugins: &[Plugin], bin_dir: &Path) -> Generated {
     let mut sorted: Vec<&Plugin> = plugins.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut problems = nginx::check_sockets(home, &sorted);
+    let template = nginx::template(home).unwrap_or_else(|e| {
+        problems.push(e);
+        nginx::TEMPLATE.to_string()
+    });
     Generated {
+        nginx_conf: nginx::render(home, settings, &sorted, &template),
+        nginx_binary: settings.nginx.binary.clone(),
+        problems,
         ringmaster_ini: ringmaster_ini(home, settings, &sorted, bin_dir),
         directory_observer_ini: directory_observer_ini(home, settings, &sorted),
         switch_rules_ini: switch_rules_ini(home, &sorted),
@@ -318,6 +338,19 @@ fn ringmaster_ini(home: &Home, settings: &Settings, plugins: &[&Plugin], bin_dir
     o.kv("graceful_timeout", 60);
     o.stream("stderr", &log("step_switch_main"), LOG_MAX_BYTES, LOG_BACKUP_COUNT);
 
+    if nginx::apps(plugins).next().is_some() {
+        o.section("watcher:nginx");
+        o.comment("The front of the plugins' apps (nginx.conf); conf_monitor reloads it with SIGHUP.");
+        o.kv("cmd", quote(&settings.nginx.binary));
+        o.kv("args", join(&["-c".into(), path(&home.nginx_conf())]));
+        // Started after the apps, stopped before them (QUIT lets running requests finish).
+        o.kv("priority", 5);
+        o.kv("stop_signal", "QUIT");
+        o.kv("graceful_timeout", 30);
+        o.kv("copy_env", "true");
+        o.stream("stderr", &log("nginx"), LOG_MAX_BYTES, LOG_BACKUP_COUNT);
+    }
+
     for plugin in plugins {
         for step in &plugin.steps {
             step_watcher(&mut o, home, plugin, step, &redis_for_daemons, &bin("step"));
@@ -325,8 +358,63 @@ fn ringmaster_ini(home: &Home, settings: &Settings, plugins: &[&Plugin], bin_dir
         for daemon in &plugin.extra_daemons {
             extra_daemon_watcher(&mut o, home, plugin, daemon);
         }
+        for app in plugin.apps.iter().filter(|a| a.has_workers()) {
+            app_watcher(&mut o, home, plugin, app);
+        }
     }
     o.0
+}
+
+fn app_watcher(o: &mut Out, home: &Home, plugin: &Plugin, app: &AppConfig) {
+    let watcher = nginx::watcher_name(&plugin.name, &app.name);
+    let socket = path(&nginx::socket_path(home, &plugin.name, &app.name, "$(circus.wid)"));
+    let words: Vec<String> = app
+        .cmd_and_args
+        .iter()
+        .map(|w| w.replace(UNIX_SOCKET_PATH, &socket))
+        .collect();
+    let (program, rest) = match words.split_first() {
+        Some((p, rest)) => (p.as_str(), rest),
+        None => ("", &[][..]),
+    };
+    o.section(&format!("watcher:{watcher}"));
+    o.kv("cmd", quote(program));
+    if !rest.is_empty() {
+        o.kv("args", join(rest));
+    }
+    o.kv("numprocesses", app.numprocesses);
+    o.kv("priority", 10);
+    // A worker is drained before it is signalled, and a restart hands each slot over.
+    o.kv("drain_socket", &socket);
+    o.kv("drain_timeout", secs(app.timeout));
+    o.kv("graceful_timeout", secs(app.graceful_timeout));
+    if !app.max_age.is_zero() {
+        o.kv("max_age", secs(app.max_age));
+    }
+    if let Some(limit) = app.memory_limit {
+        o.kv("memory_limit", limit);
+    }
+    o.rlimits(&app.rlimits);
+    o.kv("copy_env", "true");
+    o.kv("working_dir", path(&plugin.dir));
+    let base = format!("app_{}_{}", plugin.name, app.name);
+    o.stream(
+        "stdout",
+        &home.log_dir().join(format!("{base}.stdout.log")),
+        LOG_MAX_BYTES,
+        LOG_BACKUP_COUNT,
+    );
+    o.stream(
+        "stderr",
+        &home.log_dir().join(format!("{base}.log")),
+        LOG_MAX_BYTES,
+        LOG_BACKUP_COUNT,
+    );
+    plugin_env(o, &watcher, plugin, app.debug);
+    o.kv("IRONWORK_APP_NAME", &app.name);
+    o.kv("IRONWORK_APP_SOCKET", &socket);
+    o.kv("IRONWORK_APP_PREFIX", &app.prefix);
+    o.kv("IRONWORK_APP_TIMEOUT", app.timeout.as_secs());
 }
 
 fn plugin_env(o: &mut Out, watcher: &str, plugin: &Plugin, debug: bool) {
@@ -632,7 +720,19 @@ impl Generated {
         let lines = |e: ironwork_core::config::ConfigErrors| e.0.iter().map(ToString::to_string).collect::<Vec<_>>();
         let dir = home.config_auto_dir();
         std::fs::create_dir_all(&dir).map_err(|e| vec![format!("cannot create {}: {e}", dir.display())])?;
-        let mut problems = Vec::new();
+        let mut problems = self.problems.clone();
+        if !self.nginx_conf.is_empty() {
+            let part = dir.join(".nginx.conf.check");
+            match std::fs::write(&part, &self.nginx_conf) {
+                Ok(()) => {
+                    if let Err(e) = nginx::test(&self.nginx_binary, &part) {
+                        problems.push(e);
+                    }
+                }
+                Err(e) => problems.push(format!("cannot write {}: {e}", part.display())),
+            }
+            let _ = std::fs::remove_file(&part);
+        }
         for (name, text) in [
             ("ringmaster.ini", &self.ringmaster_ini),
             ("directory_observer.ini", &self.directory_observer_ini),

@@ -176,6 +176,11 @@ impl Home {
         self.config_auto_dir().join("switch_rules.ini")
     }
 
+    /// `tmp/config_auto/nginx.conf`.
+    pub fn nginx_conf(&self) -> PathBuf {
+        self.config_auto_dir().join("nginx.conf")
+    }
+
     /// `var/`.
     pub fn var_dir(&self) -> PathBuf {
         self.root.join("var")

@@ -56,6 +56,46 @@ pub struct Plugin {
     /// `[reflection_<name>]` sections (name = the part after the prefix), in file order: the
     /// order in which matching reflections fire.
     pub reflections: Vec<RawSection>,
+    /// `[app_<name>]` sections, sorted by name.
+    pub apps: Vec<AppConfig>,
+}
+
+/// The placeholder in an app's `cmd_and_args` replaced by the worker's unix socket (Metwork's
+/// MFSERV name).
+pub const UNIX_SOCKET_PATH: &str = "{unix_socket_path}";
+
+/// An `[app_<name>]` section: a web application served by workers behind the nginx front.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppConfig {
+    /// The app's name.
+    pub name: String,
+    /// `cmd_and_args` split shell-style; `{unix_socket_path}` is where the worker listens.
+    /// Empty for a static-only app (no workers: nginx serves `static` at the prefix).
+    pub cmd_and_args: Vec<String>,
+    /// `numprocesses` (2: one worker can go while the other serves).
+    pub numprocesses: u32,
+    /// `timeout`: longest request (nginx's read timeout) and longest drain (60 s).
+    pub timeout: Duration,
+    /// `graceful_timeout`: from the stop signal to SIGKILL (10 s).
+    pub graceful_timeout: Duration,
+    /// `max_age` (0 = never recycled).
+    pub max_age: Duration,
+    /// `memory_limit`: RSS above which a worker is replaced (none).
+    pub memory_limit: Option<u64>,
+    /// `rlimit_*`.
+    pub rlimits: Rlimits,
+    /// `prefix`: the URL path routed to the app (`/<plugin>/<app>/`), starting and ending with `/`.
+    pub prefix: String,
+    /// `static`: a directory (relative to the plugin) nginx serves itself at `static_prefix`.
+    pub static_dir: Option<PathBuf>,
+    /// `static_prefix` (`<prefix>static/`, or the prefix itself for a static-only app).
+    pub static_prefix: String,
+    /// `health`: a path each worker answers with 2xx when it is well (none).
+    pub health: Option<String>,
+    /// `client_max_body_size`: largest request body (nginx syntax; `[nginx]`'s by default).
+    pub client_max_body_size: Option<String>,
+    /// `debug`: the worker logs at DEBUG.
+    pub debug: bool,
 }
 
 /// A section kept as written: its name and its `key = value` pairs in order.
@@ -100,6 +140,13 @@ pub struct Rlimits {
     pub stack: Option<u64>,
     /// `rlimit_fsize`.
     pub fsize: Option<u64>,
+}
+
+impl AppConfig {
+    /// Whether it runs workers (else nginx serves its static directory alone).
+    pub fn has_workers(&self) -> bool {
+        !self.cmd_and_args.is_empty()
+    }
 }
 
 impl Rlimits {
@@ -333,11 +380,13 @@ impl Plugin {
             extra_daemons: Vec::new(),
             collections: Vec::new(),
             reflections: Vec::new(),
+            apps: Vec::new(),
         };
         let mut steps = BTreeMap::new();
         let mut daemons = BTreeMap::new();
         let mut collections = BTreeMap::new();
         let mut reflections: Vec<RawSection> = Vec::new();
+        let mut apps = BTreeMap::new();
         for m in &merged {
             let mut report = Report::default();
             let section = &m.section;
@@ -376,6 +425,15 @@ impl Plugin {
                     r.finish(UnknownKeys::Error);
                     daemons.insert(d.to_string(), daemon);
                 }
+            } else if let Some(a) = sname.strip_prefix("app_") {
+                if !valid_name(a) {
+                    report.errors.push(bad_name("app", a));
+                } else {
+                    let mut r = report.section(&config_file, section);
+                    let app = read_app(&mut r, a, &name, &dir);
+                    r.finish(UnknownKeys::Error);
+                    apps.insert(a.to_string(), app);
+                }
             } else if let Some(c) = sname.strip_prefix("collection_") {
                 if valid_name(c) {
                     // The collector's own reader: a collection it would refuse refuses the plugin.
@@ -402,7 +460,7 @@ impl Plugin {
                     ConfigError::new(
                         &config_file,
                         "unknown section (expected general, step_<name>, switch_rules:<type>[:<tag>], \
-                         extra_daemon_<name>, collection_<name> or reflection_<name>)",
+                         extra_daemon_<name>, app_<name>, collection_<name> or reflection_<name>)",
                     )
                     .in_section(sname)
                     .at_line(section.line),
@@ -424,6 +482,7 @@ impl Plugin {
         plugin.extra_daemons = daemons.into_values().collect();
         plugin.collections = collections.into_values().collect();
         plugin.reflections = reflections;
+        plugin.apps = apps.into_values().collect();
         errors.into_result(plugin)
     }
 }
@@ -638,6 +697,95 @@ fn read_extra_daemon(r: &mut SectionReader<'_>, name: &str, plugin_dir: &Path) -
     }
 }
 
+fn read_app(r: &mut SectionReader<'_>, name: &str, plugin: &str, plugin_dir: &Path) -> AppConfig {
+    // Without a command, the app is its static directory alone.
+    let has_cmd = r.str("cmd_and_args").is_some() || r.str("_cmd_and_args").is_some();
+    let cmd_and_args = if has_cmd {
+        read_cmd(r, plugin_dir, false)
+    } else {
+        Vec::new()
+    };
+    let url_path = |v: &str| -> Result<String, String> {
+        let v = v.trim();
+        if !v.starts_with('/') || !v.ends_with('/') {
+            return Err("must start and end with '/'".into());
+        }
+        if v.split('/').any(|seg| seg == "." || seg == "..") {
+            return Err("'.' and '..' segments are not allowed".into());
+        }
+        if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b)) {
+            return Err("only letters, digits and / - _ . ~ are allowed".into());
+        }
+        Ok(v.to_string())
+    };
+    let prefix = r.parse_with("prefix", format!("/{plugin}/{name}/"), url_path);
+    let static_dir = r.parse_with("static", None, |v| {
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let p = Path::new(v);
+        if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err("'..' is not allowed".into());
+        }
+        let dir = plugin_dir.join(p);
+        if !dir.is_dir() {
+            return Err(format!("{} is not a directory", dir.display()));
+        }
+        Ok(Some(dir))
+    });
+    if !has_cmd && static_dir.is_none() {
+        r.error(
+            "cmd_and_args",
+            "missing: give cmd_and_args, or static alone for a static-only app",
+        );
+    }
+    let default_static = if has_cmd {
+        format!("{prefix}static/")
+    } else {
+        prefix.clone()
+    };
+    let static_prefix = r.parse_with("static_prefix", default_static, url_path);
+    let health = r.parse_with("health", None, |v| {
+        let v = v.trim();
+        match v {
+            "" => Ok(None),
+            _ if v.starts_with('/') && !v.contains(char::is_whitespace) => Ok(Some(v.to_string())),
+            _ => Err("expected a path starting with '/'".into()),
+        }
+    });
+    let client_max_body_size = r.parse_with("client_max_body_size", None, nginx_size);
+    AppConfig {
+        name: name.to_string(),
+        cmd_and_args,
+        numprocesses: r.positive("numprocesses", 2u32),
+        timeout: r.nonzero_duration("timeout", Duration::from_secs(60)),
+        graceful_timeout: r.nonzero_duration("graceful_timeout", Duration::from_secs(10)),
+        max_age: r.duration("max_age", Duration::ZERO),
+        memory_limit: r.parse_with("memory_limit", None, ringmaster::config::parse_memory_limit),
+        rlimits: read_rlimits(r),
+        prefix,
+        static_dir,
+        static_prefix,
+        health,
+        client_max_body_size,
+        debug: r.bool("debug", false),
+    }
+}
+
+/// An nginx size (`10m`, `512k`, `0` = no limit); empty = not set.
+pub fn nginx_size(v: &str) -> Result<Option<String>, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let digits = v.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || v.len() - digits.len() > 1 {
+        return Err("expected an nginx size such as 10m, 512k or 0 (no limit)".into());
+    }
+    Ok(Some(v.to_string()))
+}
+
 /// Every plugin under `plugins/` (sorted by name), with its admin override when one exists, and
 /// the errors of the plugins that were refused. Two steps fed from the same directory (each
 /// other's, or the switch's `var/in/incoming`) refuse the later plugin.
@@ -660,6 +808,9 @@ pub fn load_all(home: &Home) -> (Vec<Plugin>, ConfigErrors) {
     dirs.sort();
     let mut owners: BTreeMap<PathBuf, String> = BTreeMap::new();
     owners.insert(home.incoming_dir(), "the switch (switch/main)".to_string());
+    let mut prefixes: BTreeMap<String, String> = BTreeMap::new();
+    prefixes.insert("/__ironwork/".into(), "nginx itself".into());
+    prefixes.insert("/".into(), "nginx itself (the 404 for unknown paths)".into());
     let mut plugins = Vec::new();
     for (name, dir) in dirs {
         let ovr = home.plugin_override(&name);
@@ -671,6 +822,31 @@ pub fn load_all(home: &Home) -> (Vec<Plugin>, ConfigErrors) {
             }
         };
         let mut conflicts = ConfigErrors::default();
+        let mut my_prefixes: Vec<(String, String)> = Vec::new();
+        for app in &plugin.apps {
+            let who = format!("{}/{}", plugin.name, app.name);
+            let mut paths = vec![app.prefix.clone()];
+            if app.has_workers() && app.static_dir.is_some() {
+                paths.push(app.static_prefix.clone());
+            }
+            for prefix in paths {
+                let taken = prefixes
+                    .get(&prefix)
+                    .cloned()
+                    .or_else(|| my_prefixes.iter().find(|(p, _)| *p == prefix).map(|(_, w)| w.clone()));
+                match taken {
+                    Some(other) => conflicts.push(
+                        ConfigError::new(
+                            &plugin.config_file,
+                            format!("URL prefix {prefix} is already served by {other}"),
+                        )
+                        .in_section(&format!("app_{}", app.name))
+                        .with_key("prefix"),
+                    ),
+                    None => my_prefixes.push((prefix, who.clone())),
+                }
+            }
+        }
         let mut mine: Vec<(PathBuf, String)> = Vec::new();
         for step in &plugin.steps {
             let who = format!("{}/{}", plugin.name, step.name);
@@ -694,6 +870,7 @@ pub fn load_all(home: &Home) -> (Vec<Plugin>, ConfigErrors) {
         }
         if conflicts.is_empty() {
             owners.extend(mine);
+            prefixes.extend(my_prefixes);
             plugins.push(plugin);
         } else {
             errors.extend(conflicts);

@@ -74,6 +74,12 @@ pub enum Template {
     Daemon,
     /// A `[collection_main]` SCRIPT collection and its `plugin.sh`.
     Collector,
+    /// An app `main` that is a static directory served by nginx.
+    AppStatic,
+    /// An app `main` whose workers run `main.py` (Python 3, standard library only).
+    AppCommand,
+    /// An app `main` whose workers run a small hyper service (build it with `cargo build --release`).
+    AppRust,
 }
 
 /// Run a `plugins` subcommand on `home`; returns the exit code.
@@ -118,12 +124,17 @@ fn count(n: usize) -> String {
 
 fn summary(p: &Plugin) -> String {
     let names = |v: Vec<&str>| if v.is_empty() { "-".to_string() } else { v.join(",") };
-    format!(
+    let mut s = format!(
         "version {}, steps {}, extra daemons {}",
         p.version.as_deref().unwrap_or("-"),
         names(p.steps.iter().map(|s| s.name.as_str()).collect()),
         names(p.extra_daemons.iter().map(|d| d.name.as_str()).collect()),
-    )
+    );
+    if !p.apps.is_empty() {
+        s.push_str(", apps ");
+        s.push_str(&names(p.apps.iter().map(|a| a.name.as_str()).collect()));
+    }
+    s
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -405,6 +416,182 @@ load=$(cut -d' ' -f1 /proc/loadavg)
 printf '[{"name": "load1", "timestamp": %s, "tags": {"target": "%s"}, "value": %s}]\n' "$now" "$1" "$load"
 "#;
 
+const APP_KEYS: &str = r#"# Every other key, with its default:
+# URL path routed to the app (starts and ends with /)
+# prefix = /@NAME@/main/
+# workers: two, so that one can restart while the other serves
+# numprocesses = 2
+# longest request, in seconds; also the longest a stopping worker is given to finish them
+# timeout = 60
+# seconds between the stop signal and SIGKILL
+# graceful_timeout = 10
+# recycle a worker after this long; 0 = never
+# max_age = 0
+# RSS above which a worker is replaced (512M, 2G; empty = none)
+# memory_limit =
+# largest request body (nginx size; empty = [nginx] client_max_body_size)
+# client_max_body_size =
+# a directory of this plugin nginx serves itself, at static_prefix (<prefix>static/)
+# static =
+# a path each worker answers with 2xx when it is well (shown by `ironwork apps stats`)
+# health =
+# setrlimit for the workers; 0 = not set
+# rlimit_as = 0
+# rlimit_nofile = 0
+# workers log at debug level
+# debug = false
+"#;
+
+const APP_HEADER: &str = r#"# Plugin @NAME@: one web app, `main`, behind the nginx front at /@NAME@/main/.
+#
+# The format is described in docs/apps.md. An administrator can change any key below without
+# editing this file, in config/plugins/@NAME@.ini (same section names). Comments are whole
+# lines starting with # or ; (there are no end-of-line comments).
+
+[general]
+description = @NAME@: an example app
+version = 0.1.0
+
+"#;
+
+const APP_STATIC_CONFIG: &str = r#"# No cmd_and_args: nginx serves the directory `static` at the prefix, and nothing else runs.
+[app_main]
+static = static
+"#;
+
+const APP_STATIC_INDEX: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>@NAME@</title></head>
+<body><p>Hello from @NAME@, served by nginx.</p></body></html>
+"#;
+
+const APP_COMMAND_CONFIG: &str = r#"# Each worker runs cmd_and_args (directly, never through a shell) and listens on the unix
+# socket {unix_socket_path} (also in $IRONWORK_APP_SOCKET). It must remove a stale file at
+# that path before binding: a restarted worker takes its predecessor's path over.
+[app_main]
+cmd_and_args = main.py {unix_socket_path}
+health = /@NAME@/main/healthz
+"#;
+
+const APP_COMMAND_SCRIPT: &str = r#"#!/usr/bin/env python3
+# App main of plugin @NAME@: an HTTP server on the unix socket given as argument.
+import json
+import os
+import socketserver
+import sys
+from http.server import BaseHTTPRequestHandler
+
+PREFIX = os.environ.get("IRONWORK_APP_PREFIX", "/@NAME@/main/")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def address_string(self):
+        return self.headers.get("X-Real-IP", "-") if self.headers else "-"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def do_GET(self):
+        if self.path == PREFIX + "healthz":
+            body = b"ok\n"
+            kind = "text/plain"
+        else:
+            answer = {
+                "app": "@NAME@/main",
+                "pid": os.getpid(),
+                "path": self.path,
+                "request_id": self.headers.get("X-Request-Id"),
+            }
+            body = (json.dumps(answer) + "\n").encode()
+            kind = "application/json"
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+def main():
+    path = sys.argv[1]
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    with Server(path, Handler) as server:
+        server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
+"#;
+
+const APP_RUST_CONFIG: &str = r#"# Each worker runs the service built from src/main.rs: run `cargo build --release` in this
+# directory before starting it. It listens on {unix_socket_path} (also $IRONWORK_APP_SOCKET).
+[app_main]
+cmd_and_args = target/release/@NAME@ {unix_socket_path}
+health = /@NAME@/main/healthz
+"#;
+
+const APP_RUST_CARGO: &str = r#"[package]
+name = "@NAME@"
+version = "0.1.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+http-body-util = "0.1"
+hyper = { version = "1", features = ["http1", "server"] }
+hyper-util = { version = "0.1", features = ["tokio"] }
+tokio = { version = "1", features = ["macros", "net", "rt-multi-thread"] }
+
+[workspace]
+"#;
+
+const APP_RUST_MAIN: &str = r#"//! App main of plugin @NAME@: an HTTP server on the unix socket given as argument.
+
+use std::convert::Infallible;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = if req.uri().path().ends_with("/healthz") {
+        "ok\n".to_string()
+    } else {
+        format!("hello from @NAME@/main, worker {}\n", std::process::id())
+    };
+    Ok(Response::new(Full::new(Bytes::from(body))))
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let path = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("IRONWORK_APP_SOCKET").ok())
+        .expect("usage: @NAME@ SOCKET_PATH");
+    // A restarted worker takes its predecessor's path over.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service_fn(answer))
+                .await;
+        });
+    }
+}
+"#;
+
 /// The files of `template` for plugin `name`: (file name, content, executable).
 fn template_files(template: Template, name: &str) -> Vec<(&'static str, String, bool)> {
     let fill = |t: &str| t.replace("@NAME@", name);
@@ -420,6 +607,27 @@ fn template_files(template: Template, name: &str) -> Vec<(&'static str, String, 
         Template::Collector => vec![
             ("config.ini", fill(COLLECTOR_CONFIG), false),
             ("plugin.sh", fill(COLLECTOR_SCRIPT), true),
+        ],
+        Template::AppStatic => vec![
+            ("config.ini", fill(&[APP_HEADER, APP_STATIC_CONFIG].concat()), false),
+            ("static/index.html", fill(APP_STATIC_INDEX), false),
+        ],
+        Template::AppCommand => vec![
+            (
+                "config.ini",
+                fill(&[APP_HEADER, APP_COMMAND_CONFIG, APP_KEYS].concat()),
+                false,
+            ),
+            ("main.py", fill(APP_COMMAND_SCRIPT), true),
+        ],
+        Template::AppRust => vec![
+            (
+                "config.ini",
+                fill(&[APP_HEADER, APP_RUST_CONFIG, APP_KEYS].concat()),
+                false,
+            ),
+            ("Cargo.toml", fill(APP_RUST_CARGO), false),
+            ("src/main.rs", fill(APP_RUST_MAIN), false),
         ],
     }
 }
@@ -437,6 +645,9 @@ fn create(home: &Home, name: &str, template: Template) -> anyhow::Result<u8> {
     let files = template_files(template, name);
     for (file, content, executable) in &files {
         let path = staged.join(file);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
         fs::write(&path, content).with_context(|| format!("cannot write {}", path.display()))?;
         if *executable {
             fs::set_permissions(&path, fs::Permissions::from_mode(0o755))

@@ -111,6 +111,19 @@ database =
 server =
 # Its trapper port.
 port = 10051
+
+[nginx]
+# The front of the plugins' apps ([app_<name>] sections); it runs only when a plugin has an app.
+# Where it listens (host:port).
+listen = 127.0.0.1:18868
+# The nginx program.
+binary = nginx
+# nginx worker processes (a number or auto).
+worker_processes = auto
+# Largest request body an app accepts unless its own client_max_body_size says otherwise.
+client_max_body_size = 100m
+# config/nginx.conf.template, when present, replaces the built-in template
+# (`ironwork apps template` prints it).
 ";
 
 /// The sections `ironwork.ini` may have.
@@ -126,6 +139,7 @@ const SECTIONS: &[&str] = &[
     "zabbix",
     "collector",
     "reflector",
+    "nginx",
 ];
 
 /// Default `[redis] maxmemory`: 2 GiB.
@@ -158,6 +172,32 @@ pub struct Settings {
     /// `[reflector]`: validated with the reflector's own reader, copied as written into the
     /// generated `reflector.ini` (after the keys the module sets, which these may override).
     pub reflector: Vec<(String, String)>,
+    /// `[nginx]`.
+    pub nginx: NginxSettings,
+}
+
+/// `[nginx]`: the front of the plugins' apps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NginxSettings {
+    /// `listen`: host:port (127.0.0.1:18868, Metwork MFSERV's port).
+    pub listen: String,
+    /// `binary` (`nginx`).
+    pub binary: String,
+    /// `worker_processes` (`auto`).
+    pub worker_processes: String,
+    /// `client_max_body_size` (`100m`).
+    pub client_max_body_size: String,
+}
+
+impl Default for NginxSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:18868".into(),
+            binary: "nginx".into(),
+            worker_processes: "auto".into(),
+            client_max_body_size: "100m".into(),
+        }
+    }
 }
 
 /// `[redis]`.
@@ -501,6 +541,32 @@ impl Settings {
                         Ok(0) | Err(_) => Err("expected a port (1-65535)".into()),
                         Ok(p) => Ok(p),
                     });
+                }
+                "nginx" => {
+                    let n = &mut s.nginx;
+                    n.listen = r.parse_with("listen", n.listen.clone(), |v| {
+                        let v = v.trim();
+                        match v.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+                            Some((h, Ok(p))) if !h.is_empty() && p > 0 && !v.contains(char::is_whitespace) => {
+                                Ok(v.to_string())
+                            }
+                            _ => Err("expected host:port".into()),
+                        }
+                    });
+                    n.binary = r.parse_with("binary", n.binary.clone(), |v| match v.trim() {
+                        "" => Err("expected a program".into()),
+                        v => Ok(v.to_string()),
+                    });
+                    n.worker_processes =
+                        r.parse_with("worker_processes", n.worker_processes.clone(), |v| match v.trim() {
+                            "auto" => Ok("auto".into()),
+                            v if v.parse::<u32>().is_ok_and(|n| n > 0) => Ok(v.to_string()),
+                            _ => Err("expected auto or a number above 0".into()),
+                        });
+                    n.client_max_body_size =
+                        r.parse_with("client_max_body_size", n.client_max_body_size.clone(), |v| {
+                            crate::plugin::nginx_size(v)?.ok_or_else(|| "expected a size".to_string())
+                        });
                 }
                 "collector" => {
                     let _ = collector::config::read_settings(&mut r, path, false);

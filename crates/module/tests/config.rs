@@ -156,7 +156,7 @@ fn settings_errors_are_all_reported_with_file_section_key_and_line() {
             "H/config/ironwork.ini:9: [switch] numprocesses: must be at least 1 (found \"0\")",
             "H/config/ironwork.ini:11: [gc] every: must be longer than 0 (found \"0\")",
             "H/config/ironwork.ini:13: [zabbix] port: expected a port (1-65535) (found \"99999\")",
-            "H/config/ironwork.ini:14: [mystery]: unknown section (expected one of redis, data, daemons, switch, gc, binaries, elasticsearch, influxdb, zabbix, collector, reflector)",
+            "H/config/ironwork.ini:14: [mystery]: unknown section (expected one of redis, data, daemons, switch, gc, binaries, elasticsearch, influxdb, zabbix, collector, reflector, nginx)",
         ]
     );
 }
@@ -245,7 +245,7 @@ fn plugin_errors_are_all_reported_with_file_section_key_and_line() {
             "H/plugins/bad/config.ini:20: [switch_rules:regex:t] ok: bad action: \"not a target\" is not of the form plugin/step",
             "H/plugins/bad/config.ini:21: [extra_daemon_d] cmd_and_args: missing required key",
             "H/plugins/bad/config.ini:23: [collection_bad name]: collection name \"bad name\" must be letters, digits, '_' or '-'",
-            "H/plugins/bad/config.ini:25: [bogus]: unknown section (expected general, step_<name>, switch_rules:<type>[:<tag>], extra_daemon_<name>, collection_<name> or reflection_<name>)",
+            "H/plugins/bad/config.ini:25: [bogus]: unknown section (expected general, step_<name>, switch_rules:<type>[:<tag>], extra_daemon_<name>, app_<name>, collection_<name> or reflection_<name>)",
         ]
     );
 }
@@ -400,4 +400,80 @@ fn reflections_are_checked_with_the_reflectors_own_reader_and_keep_their_order()
     .expect("valid");
     let names: Vec<&str> = p.reflections.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["z", "a"], "file order: the order they fire in");
+}
+
+#[test]
+fn an_app_is_read_with_its_defaults_and_its_errors_named() {
+    let (_tmp, home) = home();
+    write(&home.plugin_dir("shop").join("www/index.html"), "hi");
+    let p = plugin(
+        &home,
+        "shop",
+        "[app_api]\ncmd_and_args = python3 -m http.server {unix_socket_path}\n\n[app_site]\nstatic = www\n",
+    )
+    .expect("loads");
+    let api = &p.apps[0];
+    assert_eq!(api.name, "api");
+    assert_eq!(api.cmd_and_args, ["python3", "-m", "http.server", "{unix_socket_path}"]);
+    assert_eq!(
+        (
+            api.numprocesses,
+            api.timeout,
+            api.prefix.as_str(),
+            api.static_prefix.as_str()
+        ),
+        (2, std::time::Duration::from_secs(60), "/shop/api/", "/shop/api/static/")
+    );
+    let site = &p.apps[1];
+    assert!(!site.has_workers());
+    assert_eq!(
+        (site.prefix.as_str(), site.static_prefix.as_str()),
+        ("/shop/site/", "/shop/site/")
+    );
+
+    let errors = plugin(
+        &home,
+        "bad",
+        "[app_a]\nprefix = nope\nstatic = ../etc\nhealth = healthz\nmemory_limit = lots\n\
+         client_max_body_size = 10 MB\nnumprocesses = 0\n",
+    )
+    .expect_err("refused");
+    assert_eq!(
+        lines(&errors, &home),
+        [
+            "H/plugins/bad/config.ini:2: [app_a] prefix: must start and end with '/' (found \"nope\")",
+            "H/plugins/bad/config.ini:3: [app_a] static: '..' is not allowed (found \"../etc\")",
+            "H/plugins/bad/config.ini:1: [app_a] cmd_and_args: missing: give cmd_and_args, or static alone for a static-only app",
+            "H/plugins/bad/config.ini:4: [app_a] health: expected a path starting with '/' (found \"healthz\")",
+            "H/plugins/bad/config.ini:6: [app_a] client_max_body_size: expected an nginx size such as 10m, 512k or 0 (no limit) (found \"10 MB\")",
+            "H/plugins/bad/config.ini:7: [app_a] numprocesses: must be at least 1 (found \"0\")",
+            "H/plugins/bad/config.ini:5: [app_a] memory_limit: expected a size like 1048576, 512K, 100M or 1GiB (found \"lots\")",
+        ]
+    );
+}
+
+#[test]
+fn two_apps_on_one_url_prefix_refuse_the_later_plugin() {
+    let (_tmp, home) = home();
+    write(
+        &home.plugin_dir("a").join("config.ini"),
+        "[app_x]\ncmd_and_args = true\nprefix = /shared/\n",
+    );
+    write(
+        &home.plugin_dir("b").join("config.ini"),
+        "[app_y]\ncmd_and_args = true\nprefix = /shared/\n",
+    );
+    write(
+        &home.plugin_dir("c").join("config.ini"),
+        "[app_z]\ncmd_and_args = true\nprefix = /\n",
+    );
+    let (plugins, errors) = load_all(&home);
+    assert_eq!(plugins.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(
+        lines(&errors, &home),
+        [
+            "H/plugins/b/config.ini: [app_y] prefix: URL prefix /shared/ is already served by a/x",
+            "H/plugins/c/config.ini: [app_z] prefix: URL prefix / is already served by nginx itself (the 404 for unknown paths)",
+        ]
+    );
 }

@@ -92,8 +92,8 @@ const INVALID: &str = "[step_a]\nnumprocesses = many\n\n[step_b]\ncmd_and_args =
 #[test]
 fn create_each_template_and_list_them() {
     let home = init();
-    for template in ["step", "daemon", "collector"] {
-        let name = format!("my_{template}");
+    for template in ["step", "daemon", "collector", "app-static", "app-command", "app-rust"] {
+        let name = format!("my_{}", template.replace('-', "_"));
         let out = ok(&home, &["plugins", "create", &name, "--template", template]);
         assert!(out.contains(HINT), "{out}");
         Plugin::load(&home.plugins().join(&name), None).expect("the created plugin loads");
@@ -160,7 +160,21 @@ fn create_each_template_and_list_them() {
     );
     // What was created generates.
     ok(&home, &["generate"]);
-    assert_eq!(home.entries(), ["my_collector", "my_daemon", "my_step"]);
+    assert_eq!(
+        home.entries(),
+        [
+            "my_app_command",
+            "my_app_rust",
+            "my_app_static",
+            "my_collector",
+            "my_daemon",
+            "my_step"
+        ]
+    );
+    let nginx = fs::read_to_string(home.root.join("tmp/config_auto/nginx.conf")).expect("nginx.conf");
+    for routed in ["location /my_app_static/main/ {", "location /my_app_command/main/ {"] {
+        assert!(nginx.contains(routed), "{routed} missing from:\n{nginx}");
+    }
 }
 
 #[test]
@@ -472,4 +486,42 @@ fn archives_with_links_or_devices_are_refused_and_setuid_bits_dropped() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o6000, 0, "setuid kept: {mode:o}");
+}
+
+#[test]
+fn the_app_rust_template_builds_and_serves_http_on_its_socket() {
+    use std::io::{Read, Write};
+    let home = init();
+    let out = ok(&home, &["plugins", "create", "hello_rs", "--template", "app-rust"]);
+    assert!(out.contains("apps main"), "{out}");
+    let dir = home.plugins().join("hello_rs");
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--offline", "--quiet"])
+        .current_dir(&dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("cargo build");
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    let plugin = Plugin::load(&dir, None).expect("loads");
+    let cmd = &plugin.apps[0].cmd_and_args;
+    assert_eq!(cmd[0], dir.join("target/release/hello_rs").display().to_string());
+    assert_eq!(cmd[1], "{unix_socket_path}");
+
+    let sock = dir.join("w.sock");
+    std::fs::write(&sock, "stale").expect("a stale file where the socket goes");
+    let mut worker = Command::new(&cmd[0]).arg(&sock).spawn().expect("start the worker");
+    let mut answer = String::new();
+    for _ in 0..100 {
+        if let Ok(mut c) = std::os::unix::net::UnixStream::connect(&sock) {
+            c.write_all(b"GET /hello_rs/main/healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .expect("send");
+            c.read_to_string(&mut answer).expect("read");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("ok\n"), "{answer}");
 }

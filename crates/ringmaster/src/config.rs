@@ -1386,7 +1386,10 @@ fn read_watcher(
         hooks: read_hooks(&mut r, &mut notes),
         memory_limit: r.parse_with("memory_limit", None, parse_memory_limit),
         flapping: read_flapping(&mut r, ctx.flapping),
-        drain_socket: r.str("drain_socket").filter(|s| !s.trim().is_empty()).map(str::to_string),
+        drain_socket: r
+            .str("drain_socket")
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string),
         drain_timeout: r.duration("drain_timeout", Duration::from_secs(30)),
     };
     for (key, why) in IGNORED_WATCHER_KEYS {
@@ -1485,7 +1488,7 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
 }
 
 /// A `memory_limit`: a size (`512M`); empty means none.
-fn parse_memory_limit(s: &str) -> Result<Option<u64>, String> {
+pub fn parse_memory_limit(s: &str) -> Result<Option<u64>, String> {
     if s.trim().is_empty() {
         return Ok(None);
     }

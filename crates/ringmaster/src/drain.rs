@@ -112,12 +112,18 @@ mod tests {
         let mine: HashSet<u64> = [4984, 4986, 4990].into_iter().collect();
         assert_eq!(
             tally(TABLE, "/run/app_1.sock", &mine),
-            Progress { open: 1, replaced: true }
+            Progress {
+                open: 1,
+                replaced: true
+            }
         );
         let alone: HashSet<u64> = [4984, 4986, 5001].into_iter().collect();
         assert_eq!(
             tally(TABLE, "/run/app_1.sock", &alone),
-            Progress { open: 1, replaced: false }
+            Progress {
+                open: 1,
+                replaced: false
+            }
         );
         assert_eq!(tally(TABLE, "/run/other.sock", &mine), Progress::default());
     }
@@ -142,7 +148,13 @@ mod tests {
         served.read_exact(&mut b).expect("read");
         drop(served);
         drop(client);
-        assert_eq!(progress(me, &path), Progress { open: 0, replaced: false });
+        assert_eq!(
+            progress(me, &path),
+            Progress {
+                open: 0,
+                replaced: false
+            }
+        );
         drop(listener);
     }
 }

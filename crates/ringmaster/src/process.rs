@@ -233,7 +233,7 @@ pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets, reaper: &Reape
         // Like Python's os.defpath for circus: a child without PATH can still run `sleep`.
         cmd.env("PATH", DEFAULT_PATH);
     }
-    cmd.envs(w.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    cmd.envs(w.env.iter().map(|(k, v)| (k.as_str(), expand_runtime(v, wid, sockets))));
     cmd.env("RINGMASTER_WATCHER", &w.name);
     cmd.env("RINGMASTER_WID", wid.to_string());
     if let Some(dir) = &w.working_dir {

@@ -1063,7 +1063,9 @@ impl Supervisor {
         for nw in &new.watchers {
             match self.watchers.iter().find(|w| w.cfg.name == nw.name) {
                 None => fresh.push(Watcher::new(nw.clone(), &self.metrics)?),
-                Some(w) if w.active && hands_over(&w.cfg, nw) => handovers.push(Watcher::new(nw.clone(), &self.metrics)?),
+                Some(w) if w.active && hands_over(&w.cfg, nw) => {
+                    handovers.push(Watcher::new(nw.clone(), &self.metrics)?)
+                }
                 Some(_) => {}
             }
         }

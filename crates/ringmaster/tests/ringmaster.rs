@@ -869,7 +869,10 @@ async fn a_drained_worker_finishes_its_requests_before_the_stop_signal() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     rm.call("stop", json!({"name": "app", "waiting": false})).await;
     // The path is gone at once: a front moves new requests to another worker.
-    assert!(wait_for(Duration::from_secs(1), || !sock.exists()), "socket still there");
+    assert!(
+        wait_for(Duration::from_secs(1), || !sock.exists()),
+        "socket still there"
+    );
     assert!(alive(pid), "signalled before its request was answered");
     assert_eq!(answer.join().expect("client"), format!("done {pid}\n"));
     assert!(wait_for(DEADLINE, || !alive(pid)), "not stopped once drained");
