@@ -29,8 +29,8 @@ add.module_version = {version}\n\
 \n\
 [input:mflog]\n\
 paths = log/*.log\n\
-# redis-server writes its own format.\n\
-exclude = redis.log\n",
+# redis-server and nginx's error log write their own formats (nginx's access log is JSON).\n\
+exclude = redis.log, nginx.log\n",
         version = env!("CARGO_PKG_VERSION")
     )
 }

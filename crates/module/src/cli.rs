@@ -1,4 +1,5 @@
-//! The `ironwork` command line: `init`, `generate`, `start`, `stop`, `status`, `demo`.
+//! The `ironwork` command line: `init`, `generate`, `start`, `stop`, `status`, `demo`, `apps`,
+//! `plugins`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,12 +53,32 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// The plugins' apps behind nginx.
+    Apps {
+        /// What to do.
+        #[command(subcommand)]
+        command: AppsCommand,
+    },
     /// Create, list, install and remove plugins.
     Plugins {
         /// What to do.
         #[command(subcommand)]
         command: crate::plugin_commands::PluginsCommand,
     },
+}
+
+/// `ironwork apps …`.
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// One plugin's per-app figures since the previous run (requests, status classes, latency
+    /// quantiles, live workers), as the JSON points a SCRIPT collection prints.
+    Stats {
+        /// The plugin.
+        #[arg(long)]
+        plugin: String,
+    },
+    /// Print the built-in nginx template (copy it to config/nginx.conf.template to change it).
+    Template,
 }
 
 /// Where the ironwork binaries are: `[binaries] dir`, else beside this executable.
@@ -149,6 +170,25 @@ pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
             let report = crate::lifecycle::status(&home).await?;
             print!("{report}");
             Ok(if report.healthy() { 0 } else { 1 })
+        }
+        Command::Apps {
+            command: AppsCommand::Template,
+        } => {
+            print!("{}", crate::nginx::TEMPLATE);
+            Ok(0)
+        }
+        Command::Apps {
+            command: AppsCommand::Stats { plugin },
+        } => {
+            let home = home(cli.home)?;
+            let settings = crate::settings::Settings::load(&home).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let home = settings.apply(home);
+            let dir = home.plugin_dir(&plugin);
+            let ovr = home.plugin_override(&plugin);
+            let p = crate::plugin::Plugin::load(&dir, ovr.is_file().then_some(ovr.as_path()))
+                .map_err(|e| anyhow::anyhow!("plugin {plugin}:\n{e}"))?;
+            crate::app_stats::run(&home, &p)?;
+            Ok(0)
         }
         Command::Plugins { command } => crate::plugin_commands::run(&home(cli.home)?, command),
     }

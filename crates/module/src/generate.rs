@@ -115,7 +115,7 @@ pub fn generate(home: &Home, settings: &Settings, plugins: &[Plugin], bin_dir: &
         ringmaster_ini: ringmaster_ini(home, settings, &sorted, bin_dir),
         directory_observer_ini: directory_observer_ini(home, settings, &sorted),
         switch_rules_ini: switch_rules_ini(home, &sorted),
-        collector_ini: collector_ini(home, settings, &sorted),
+        collector_ini: collector_ini(home, settings, &sorted, bin_dir),
         reflector_ini: reflector_ini(home, settings, &sorted),
     }
 }
@@ -348,6 +348,7 @@ fn ringmaster_ini(home: &Home, settings: &Settings, plugins: &[&Plugin], bin_dir
         o.kv("stop_signal", "QUIT");
         o.kv("graceful_timeout", 30);
         o.kv("copy_env", "true");
+        o.stream("stdout", &nginx::access_log(home), 100 * 1024 * 1024, 5);
         o.stream("stderr", &log("nginx"), LOG_MAX_BYTES, LOG_BACKUP_COUNT);
     }
 
@@ -626,7 +627,10 @@ fn switch_rules_ini(home: &Home, plugins: &[&Plugin]) -> String {
 /// The collector's file: `[collector]` (Redis, token file and log roots from the home, then the
 /// settings' `[collector]` keys) and one `[collection:<plugin>.<name>]` per plugin collection,
 /// with the plugin's directory and its keys as written.
-fn collector_ini(home: &Home, settings: &Settings, plugins: &[&Plugin]) -> String {
+/// The collection generated for a plugin's apps (unless the plugin has its own of that name).
+pub const APPS_COLLECTION: &str = "apps";
+
+fn collector_ini(home: &Home, settings: &Settings, plugins: &[&Plugin], bin_dir: &Path) -> String {
     let mut o = Out(String::from(HEADER));
     let keys: Vec<(String, String)> = vec![
         ("redis".into(), settings.redis.url_for_daemons(home)),
@@ -641,6 +645,24 @@ fn collector_ini(home: &Home, settings: &Settings, plugins: &[&Plugin]) -> Strin
             for (k, v) in &c.entries {
                 o.kv(k, v);
             }
+        }
+        let own = plugin.collections.iter().any(|c| c.name == APPS_COLLECTION);
+        if plugin.apps.iter().any(AppConfig::has_workers) && !own {
+            o.section(&format!("collection:{}.{APPS_COLLECTION}", plugin.name));
+            o.comment("Generated: the plugin's per-app requests, status classes, latencies and live workers.");
+            o.kv("plugin_dir", path(&plugin.dir));
+            o.kv("method", "SCRIPT");
+            let cmd = [
+                path(&bin_dir.join("ironwork")),
+                "--home".into(),
+                path(&home.root),
+                "apps".into(),
+                "stats".into(),
+                "--plugin".into(),
+                plugin.name.clone(),
+            ];
+            o.kv("cmd_and_args", join(&cmd));
+            o.kv("interval", 60);
         }
     }
     o.0

@@ -10,8 +10,10 @@
 //! - [`generate`]: settings + plugins → `tmp/config_auto/` (ringmaster.ini,
 //!   directory_observer.ini, switch_rules.ini, collector.ini, reflector.ini, nginx.conf),
 //!   byte-identical for the same input.
-//! - [`nginx`]: the plugins' apps behind the generated nginx front.
+//! - [`nginx`]: the plugins' apps behind the generated nginx front; [`app_stats`]: their
+//!   per-app figures for the collector.
 
+pub mod app_stats;
 pub mod cli;
 pub mod demo;
 pub mod generate;

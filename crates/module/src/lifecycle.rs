@@ -172,15 +172,17 @@ pub async fn watchers(home: &Home) -> Option<Vec<WatcherState>> {
     )
 }
 
-/// Have ringmaster re-read its configuration and directory_observer its own (after the files
-/// were regenerated while the stack runs).
+/// Have ringmaster re-read its configuration, and directory_observer, the collector, the
+/// reflector and nginx their own (after the files were regenerated while the stack runs).
 pub async fn apply(home: &Home) -> anyhow::Result<()> {
     call(home, "reloadconfig", Map::new(), CALL_TIMEOUT).await?;
-    let mut props = Map::new();
-    props.insert("name".into(), Value::from("directory_observer"));
-    props.insert("signum".into(), Value::from("HUP"));
-    // No observer (disabled) is fine.
-    let _ = call(home, "signal", props, CALL_TIMEOUT).await;
+    for name in ["directory_observer", "collector", "reflector", "nginx"] {
+        let mut props = Map::new();
+        props.insert("name".into(), Value::from(name));
+        props.insert("signum".into(), Value::from("HUP"));
+        // A daemon that does not run (disabled, no app) is fine.
+        let _ = call(home, "signal", props, CALL_TIMEOUT).await;
+    }
     Ok(())
 }
 

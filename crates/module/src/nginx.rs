@@ -35,7 +35,8 @@ pub fn template_override(home: &Home) -> PathBuf {
     home.config_dir().join("nginx.conf.template")
 }
 
-/// The access log, one JSON object per request in the mflog shape.
+/// The access log, one JSON object per request in the mflog shape (nginx's stdout, written and
+/// rotated by ringmaster).
 pub fn access_log(home: &Home) -> PathBuf {
     home.log_dir().join("nginx_access.log")
 }
@@ -91,7 +92,6 @@ pub fn render(home: &Home, settings: &Settings, plugins: &[&Plugin], template: &
         ("WORKER_PROCESSES", n.worker_processes.clone()),
         ("PID_FILE", home.var_dir().join("nginx.pid").display().to_string()),
         ("TMP_DIR", home.root.join("tmp").display().to_string()),
-        ("ACCESS_LOG", access_log(home).display().to_string()),
         ("CLIENT_MAX_BODY_SIZE", n.client_max_body_size.clone()),
         ("LISTEN", n.listen.clone()),
         ("UPSTREAMS", upstreams.trim_end().to_string()),

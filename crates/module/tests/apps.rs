@@ -2,7 +2,8 @@
 //! daemons: two apps of two workers serve their prefixes, nginx serves a static directory
 //! itself, and under a steady load from a test client no request fails while a worker is
 //! SIGKILLed, while a plugin edit reloads ringmaster and nginx, and while a broken nginx
-//! template is refused (the old configuration keeps serving).
+//! template is refused (the old configuration keeps serving). The access log and the per-app
+//! figures for the collector count every request.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -270,16 +271,24 @@ fn apps_serve_behind_nginx_and_no_request_fails_through_kills_reloads_and_a_bad_
         "{line}"
     );
 
+    // Per-app figures for the collector start counting here.
+    let stats = |home: &Path| -> serde_json::Value {
+        let out = ironwork(home, &["apps", "stats", "--plugin", "shop"]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("stats are JSON")
+    };
+    stats(&home);
+
     let load = Load::start(&addr, "/shop/api/");
     std::thread::sleep(Duration::from_millis(500));
 
     // 1. SIGKILL a worker: nginx sends its requests to the other one, ringmaster replaces it.
     let victim = *shop_pids.iter().next().expect("a pid");
-    let killed_at = Instant::now();
     Command::new("kill")
         .args(["-9", &victim.to_string()])
         .status()
         .expect("kill");
+    let killed_at = Instant::now();
     wait("a replacement worker to serve", Duration::from_secs(30), || {
         let seen = load.pids_since(killed_at);
         seen.len() >= 2 && !seen.contains(&victim)
@@ -334,6 +343,26 @@ fn apps_serve_behind_nginx_and_no_request_fails_through_kills_reloads_and_a_bad_
         &failures[..failures.len().min(10)]
     );
     assert!(ok > 100, "too few requests under load: {ok}");
+
+    // Every request of the load is in shop/api's figures, all 2xx, from two live workers.
+    std::thread::sleep(Duration::from_secs(2));
+    let points = stats(&home);
+    let value = |name: &str| -> f64 {
+        points
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|p| p["name"] == name && p["tags"]["app"] == "api")
+            .unwrap_or_else(|| panic!("{name} missing from {points}"))["value"]
+            .as_f64()
+            .expect("a number")
+    };
+    assert_eq!(value("app.requests") as usize, ok, "{points}");
+    assert_eq!(value("app.status_2xx") as usize, ok, "{points}");
+    assert_eq!(value("app.status_5xx"), 0.0);
+    assert!(value("app.latency_ms.p50") >= 20.0, "the worker takes 20 ms: {points}");
+    assert!(value("app.latency_ms.p99") >= value("app.latency_ms.p50"));
+    assert_eq!((value("app.workers"), value("app.workers_up")), (2.0, 2.0));
 
     // A good template is picked up again, and the operator's text is in force.
     std::fs::write(

@@ -56,8 +56,20 @@ fn generated_files_match_the_golden_files() {
         ("switch_rules.ini", &generated.switch_rules_ini),
         ("collector.ini", &generated.collector_ini),
         ("reflector.ini", &generated.reflector_ini),
+        ("nginx.conf", &generated.nginx_conf),
     ] {
-        let actual = text.replace(&root, HOME_PLACEHOLDER);
+        // nginx's workers run as the home's owner, whoever checked the fixture out.
+        let actual: String = text
+            .replace(&root, HOME_PLACEHOLDER)
+            .lines()
+            .map(|l| {
+                if l.starts_with("user ") {
+                    "user @USER@;\n".to_string()
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
         let path = expected_dir.join(name);
         if bless {
             std::fs::create_dir_all(&expected_dir).expect("mkdir expected");
@@ -107,12 +119,33 @@ fn generated_files_load_in_the_daemons_that_read_them() {
             "reflector",
             "gc",
             "step.switch.main",
+            "nginx",
             "step.archive.failed",
             "step.archive.main",
             "extra_daemon.archive.web",
             "step.demo.main",
+            "app.demo.web",
         ]
     );
+    let web = rm.watcher("app.demo.web").expect("app watcher");
+    assert_eq!(web.numprocesses, 3);
+    assert_eq!(web.memory_limit, Some(256 << 20));
+    let socket = home
+        .var_dir()
+        .join("apps/demo.web.$(circus.wid).sock")
+        .display()
+        .to_string();
+    assert_eq!(web.drain_socket.as_deref(), Some(socket.as_str()));
+    assert_eq!(web.drain_timeout, std::time::Duration::from_secs(30));
+    assert!(
+        web.args.contains(&format!("--listen {socket}")) || web.args.contains(&format!("--listen '{socket}'")),
+        "{}",
+        web.args
+    );
+    assert!(web.env.iter().any(|(k, v)| k == "IRONWORK_APP_SOCKET" && *v == socket));
+    let nginx = rm.watcher("nginx").expect("nginx watcher");
+    assert_eq!(nginx.stop_signal, 3, "SIGQUIT: nginx finishes its requests");
+    assert!(nginx.priority < web.priority, "nginx stops before the apps");
     let main = rm.watcher("step.archive.main").expect("archive step");
     assert_eq!(main.numprocesses, 4, "the admin override wins");
     assert_eq!(main.graceful_timeout, std::time::Duration::from_secs(120));
@@ -174,7 +207,7 @@ fn generated_files_load_in_the_daemons_that_read_them() {
     assert_eq!(col.settings.token_file, home.state_dir().join("collector.token"));
     assert_eq!(col.settings.log_roots, [home.log_dir()]);
     let ids: Vec<String> = col.collections.iter().map(|c| c.id()).collect();
-    assert_eq!(ids, ["archive.disk"]);
+    assert_eq!(ids, ["archive.disk", "demo.apps"]);
     assert_eq!(col.collections[0].plugin_dir, home.plugin_dir("archive"));
     assert_eq!(col.collections[0].correlation_info["role"], "archive");
 
