@@ -5,7 +5,8 @@
 //! Routing: one upstream per app with one `server unix:…` per worker, `max_fails=0` so a worker
 //! that is restarting is skipped by the next request rather than marked down for everyone, and
 //! `proxy_next_upstream error timeout` so a refused or withdrawn socket (see ringmaster's
-//! `drain_socket`) sends the request to the next worker instead of failing it.
+//! `drain_socket`) sends the request to the next worker instead of failing it. Connections to
+//! the workers are kept alive for at most [`KEEPALIVE_TIME`], which bounds a drain.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,13 @@ use crate::settings::Settings;
 
 /// The built-in template; `@NAME@` placeholders are filled by [`render`].
 pub const TEMPLATE: &str = include_str!("nginx.conf.template");
+
+/// Idle connections nginx keeps to each worker (per nginx worker process).
+const KEEPALIVE_PER_WORKER: u32 = 16;
+
+/// Longest an upstream connection is reused: bounds how long a drained worker keeps serving
+/// requests that arrive on connections opened before its socket was withdrawn.
+const KEEPALIVE_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Longest unix socket path (`sun_path` holds 108 bytes with the NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
@@ -76,6 +84,12 @@ pub fn render(home: &Home, settings: &Settings, plugins: &[&Plugin], template: &
             let sock = socket_path(home, &plugin.name, &app.name, &wid.to_string());
             let _ = writeln!(upstreams, "        server unix:{} max_fails=0;", sock.display());
         }
+        let _ = writeln!(
+            upstreams,
+            "        keepalive {};",
+            KEEPALIVE_PER_WORKER * app.numprocesses
+        );
+        let _ = writeln!(upstreams, "        keepalive_time {}s;", KEEPALIVE_TIME.as_secs());
         let _ = writeln!(upstreams, "    }}");
         let secs = app.timeout.as_secs().max(1);
         let body = app.client_max_body_size.as_deref().unwrap_or(&n.client_max_body_size);

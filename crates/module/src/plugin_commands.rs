@@ -552,7 +552,8 @@ tokio = { version = "1", features = ["macros", "net", "rt-multi-thread"] }
 [workspace]
 "#;
 
-const APP_RUST_MAIN: &str = r#"//! App main of plugin @NAME@: an HTTP server on the unix socket given as argument.
+const APP_RUST_MAIN: &str = r#"//! App main of plugin @NAME@: an HTTP server on the unix socket given as argument (or, to
+//! try it alone, on `tcp://HOST:PORT`).
 
 use std::convert::Infallible;
 
@@ -562,6 +563,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let body = if req.uri().path().ends_with("/healthz") {
@@ -572,22 +574,34 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
     Ok(Response::new(Full::new(Bytes::from(body))))
 }
 
+fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S) {
+    tokio::spawn(async move {
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service_fn(answer))
+            .await;
+    });
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let path = std::env::args()
+    let where_ = std::env::args()
         .nth(1)
         .or_else(|| std::env::var("IRONWORK_APP_SOCKET").ok())
-        .expect("usage: @NAME@ SOCKET_PATH");
+        .expect("usage: @NAME@ SOCKET_PATH|tcp://HOST:PORT");
+    if let Some(addr) = where_.strip_prefix("tcp://") {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            serve(stream);
+        }
+    }
     // A restarted worker takes its predecessor's path over.
-    let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)?;
+    let _ = std::fs::remove_file(&where_);
+    let listener = tokio::net::UnixListener::bind(&where_)?;
     loop {
         let (stream, _) = listener.accept().await?;
-        tokio::spawn(async move {
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service_fn(answer))
-                .await;
-        });
+        serve(stream);
     }
 }
 "#;
