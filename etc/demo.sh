@@ -3,7 +3,8 @@
 # etc/plugins/demo, the whole stack started under ringmaster (Redis on a unix socket first),
 # sample files routed by the switch and processed, the daemons' own logs shipped by mflog2mfadmin
 # into es_sink (the in-repo Elasticsearch _bulk sink), the collector running the demo plugin's
-# collection and the reflector caching its values, a killed worker replaced, an ordered stop.
+# collection and the reflector caching its values, the plugin's app behind nginx restarted under
+# load without a failed request, a killed worker replaced, an ordered stop.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release -q --manifest-path "$repo/Cargo.toml" \

@@ -85,6 +85,12 @@ def wait_http(url: str, timeout: float = 30) -> None:
             time.sleep(0.1)
 
 
+def tool_version(argv: list[str], pattern: str) -> str:
+    out = subprocess.run(argv, capture_output=True, text=True)
+    m = re.search(pattern, out.stdout + out.stderr, re.M)
+    return m.group(1) if m else "unknown"
+
+
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
@@ -142,8 +148,8 @@ def main() -> int:
     report = {
         **benchlib.run_meta(),
         "revision": benchlib.ironwork_revision(),
-        "nginx": benchlib.command_version(["nginx", "-v"]),
-        "wrk": benchlib.command_version(["wrk", "--version"]),
+        "nginx": tool_version(["nginx", "-v"], r"nginx/(\S+)"),
+        "wrk": tool_version(["wrk", "--version"], r"^wrk (\S+)"),
         "rounds": args.rounds, "seconds": args.seconds,
         "connections": args.connections, "threads": args.threads,
         "median": med,

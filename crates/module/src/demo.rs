@@ -3,7 +3,8 @@
 //! is started, sample files are dropped into `var/in/incoming` (as `NAME.t` then renamed, the
 //! writers' convention), and the demo shows them routed and processed, the file no rule
 //! matched kept in the trash with its tags, the Redis counters, a killed worker replaced, the
-//! status table, and an ordered stop. mflog2mfadmin runs too and ships the daemons' own logs
+//! status table, and an ordered stop. The demo plugin's app answers through the generated nginx
+//! front and is restarted under load without a failed request. mflog2mfadmin runs too and ships the daemons' own logs
 //! into `es_sink`, the in-repo Elasticsearch-compatible `_bulk` sink, started for the demo; the
 //! collector runs the demo plugin's collection and its agent API answers.
 
@@ -17,6 +18,10 @@ use crate::home::Home;
 
 /// The demo plugin, `etc/plugins/demo/config.ini` (loaded by a test with the plugin parser).
 const DEMO_PLUGIN: &str = include_str!("../../../etc/plugins/demo/config.ini");
+/// Its app's worker.
+const DEMO_APP: &str = include_str!("../../../etc/plugins/demo/hello.py");
+/// The file nginx serves from the app's static directory.
+const DEMO_STATIC: &str = include_str!("../../../etc/plugins/demo/www/hello.txt");
 
 const SAMPLES: &[(&str, &str)] = &[
     ("report.txt", "quarterly figures\n"),
@@ -49,6 +54,9 @@ async fn show(home: &Home) -> anyhow::Result<()> {
     let plugin = home.plugin_dir("demo");
     std::fs::create_dir_all(&plugin)?;
     std::fs::write(plugin.join("config.ini"), DEMO_PLUGIN)?;
+    std::fs::write(plugin.join("hello.py"), DEMO_APP)?;
+    std::fs::create_dir_all(plugin.join("www"))?;
+    std::fs::write(plugin.join("www/hello.txt"), DEMO_STATIC)?;
     let ini = home.ironwork_ini();
     let settings = std::fs::read_to_string(&ini)?;
     // Keep what matches no rule, so the demo can show it.
@@ -62,6 +70,7 @@ async fn show(home: &Home) -> anyhow::Result<()> {
     println!("demo Elasticsearch (es_sink, the in-repo _bulk sink): {}", sink.url);
     let settings = std::fs::read_to_string(&ini)?;
     let api = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let front = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
     std::fs::write(
         &ini,
         set_key(
@@ -69,7 +78,8 @@ async fn show(home: &Home) -> anyhow::Result<()> {
                 .replace("mflog2mfadmin = false", "mflog2mfadmin = true")
                 .replace("collector = false", "collector = true")
                 .replace("reflector = false", "reflector = true")
-                .replace("#listen = 127.0.0.1:9477", &format!("listen = {api}")),
+                .replace("#listen = 127.0.0.1:9477", &format!("listen = {api}"))
+                .replace("listen = 127.0.0.1:18868", &format!("listen = {front}")),
             "elasticsearch",
             "url",
             &sink.url,
@@ -169,6 +179,8 @@ async fn show(home: &Home) -> anyhow::Result<()> {
         status["leader"], status["counters"]["runs_ok"], status["counters"]["runs_failed"]
     );
 
+    show_app(home, &front).await?;
+
     say("Redis counters: files that entered each step");
     println!(
         "  switch/main: {}   demo/main: {}",
@@ -197,6 +209,94 @@ async fn show(home: &Home) -> anyhow::Result<()> {
     print!("{}", crate::lifecycle::status(home).await?);
     say("ironwork stop (ordered: steps first, Redis last)");
     Ok(())
+}
+
+/// The demo app: requests through nginx to both workers, a static file, a restart under load
+/// without a failed request, and the per-app figures the collector gets.
+async fn show_app(home: &Home, front: &str) -> anyhow::Result<()> {
+    let stats_state = crate::app_stats::state_file(home, "demo");
+    crate::app_stats::new_text(&crate::nginx::access_log(home), &stats_state)?;
+    say(&format!(
+        "the demo app: nginx on {front} in front of two workers of demo/hello (hello.py, one unix socket each)"
+    ));
+    for _ in 0..4 {
+        let (status, body) = http_get(front, "/demo/hello/").context("the demo app does not answer")?;
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        println!(
+            "  GET /demo/hello/ -> {status}, worker {}, X-Request-Id {}",
+            v["worker"], v["request_id"]
+        );
+    }
+    let (status, body) = http_get(front, "/demo/hello/static/hello.txt").context("no static answer")?;
+    println!(
+        "  GET /demo/hello/static/hello.txt -> {status} (nginx itself): {}",
+        body.trim()
+    );
+
+    let before = pids(home, "app.demo.hello").await?;
+    say("ringctl restart app.demo.hello while requests flow: each worker is drained, then replaced");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, front) = (stop.clone(), front.to_string());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http_get(&front, "/demo/hello/") {
+                    Some((200, _)) => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut client = ringmaster::control::Client::connect(&home.ringmaster_socket()).await?;
+    let mut props = Map::new();
+    props.insert("name".into(), json!("app.demo.hello"));
+    client.call("restart", props).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let now = pids(home, "app.demo.hello").await?;
+        if now.len() == before.len() && now.iter().all(|p| !before.contains(p)) {
+            break now;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the app was not handed over within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().map_err(|_| anyhow::anyhow!("the load thread panicked"))?;
+    println!("  workers before: {before:?}   after: {after:?}");
+    println!("  requests during the restart: {ok} answered 200, {failed} failed");
+
+    // nginx writes its access log every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = crate::app_stats::new_text(&crate::nginx::access_log(home), &stats_state)?;
+    let mut figures: std::collections::BTreeMap<String, crate::app_stats::Figures> =
+        [("hello".to_string(), crate::app_stats::Figures::default())].into();
+    crate::app_stats::tally(&text, "demo", &mut figures);
+    let f = &figures["hello"];
+    say("per-app figures for the collector (`ironwork apps stats --plugin demo`, log/nginx_access.log)");
+    println!(
+        "  demo.app.requests = {}   status 2xx = {}   5xx = {}   p99 = {:.1} ms",
+        f.requests,
+        f.classes[1],
+        f.classes[4],
+        f.quantile_ms(0.99).unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+/// `GET path` on `addr`: the status and the body (`Connection: close`, no chunking expected).
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, raw.split_once("\r\n\r\n")?.1.to_string()))
 }
 
 /// `text` (an ini file) with `key = value` in `[section]`.
@@ -408,5 +508,6 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/plugins/demo");
         let plugin = crate::plugin::Plugin::load(&dir, None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(plugin.steps.len(), 1);
+        assert_eq!(plugin.apps.len(), 1);
     }
 }
