@@ -46,9 +46,11 @@ pub struct Changes {
     /// Whether ringmaster runs a reflector (which then hears about its file).
     #[serde(skip)]
     pub reflector: bool,
-    /// Whether ringmaster runs nginx (a plugin has an app).
+    /// Whether nginx runs on the previous `nginx.conf` and must re-read it. Not when nginx is
+    /// new (ringmaster starts it on the new file, and a HUP before nginx has set up its signal
+    /// handlers would kill it) or gone.
     #[serde(skip)]
-    pub nginx: bool,
+    pub nginx_reload: bool,
 }
 
 impl Changes {
@@ -73,9 +75,11 @@ pub fn regenerate(home: &Home, bin_dir: &Path) -> Result<Changes, Vec<String>> {
     let mut changes = Changes {
         collector: settings.daemons.collector,
         reflector: settings.daemons.reflector,
-        nginx: !generated.nginx_conf.is_empty(),
         ..Changes::default()
     };
+    let old_nginx = std::fs::read_to_string(home.nginx_conf()).unwrap_or_default();
+    changes.nginx_reload =
+        !old_nginx.is_empty() && !generated.nginx_conf.is_empty() && old_nginx != generated.nginx_conf;
     for (name, text, path) in [
         (RINGMASTER_INI, &generated.ringmaster_ini, home.ringmaster_ini()),
         (
@@ -160,14 +164,17 @@ pub async fn run(home: Home, redis: Redis, options: Options, token: Cancellation
             for (file, name, runs) in [
                 (COLLECTOR_INI, "collector", changes.collector),
                 (REFLECTOR_INI, "reflector", changes.reflector),
-                // nginx re-reads its file on SIGHUP, old workers finishing their requests;
-                // `nginx -t` accepted it before it was written.
-                (NGINX_CONF, "nginx", changes.nginx),
             ] {
                 if (changes.has(file) || first) && runs {
                     let props = serde_json::json!({"name": name, "signum": "HUP"});
                     pending.push(command(generation, "signal", props));
                 }
+            }
+            if changes.nginx_reload {
+                // nginx re-reads its file on SIGHUP, old workers finishing their requests;
+                // `nginx -t` accepted it before it was written.
+                let props = serde_json::json!({"name": "nginx", "signum": "HUP"});
+                pending.push(command(generation, "signal", props));
             }
             let s = Status {
                 ok: errors.is_empty(),

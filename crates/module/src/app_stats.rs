@@ -3,8 +3,10 @@
 //! collection prints. The module generates a `[collection:<plugin>.apps]` running it for every
 //! plugin with workers, so the figures reach the reflector like any collected data.
 //!
-//! Where the previous run stopped is kept in `var/state/apps_stats/<plugin>.offset` (inode and
-//! byte offset). A log rotated since (ringmaster renames it to `.1`) is read to its end first.
+//! Where the previous run stopped is kept per reader, in
+//! `var/state/apps_stats/<plugin>.<consumer>.offset` (inode and byte offset): the collector's
+//! runs (`--consumer collector`) are not disturbed by an operator's. A log rotated since
+//! (ringmaster renames it to `.1`) is read to its end first.
 //! The first run starts at the end of the log: it reports no traffic rather than the whole
 //! history as one interval.
 
@@ -107,10 +109,9 @@ fn write_offset(path: &Path, o: Offset) -> std::io::Result<()> {
     std::fs::rename(part, path)
 }
 
-/// Complete lines of `path` from `from`, at most [`MAX_READ`] bytes; returns them and the
-/// offset after the last complete line.
-fn read_lines(path: &Path, from: u64) -> std::io::Result<(Vec<u8>, u64)> {
-    let mut f = std::fs::File::open(path)?;
+/// Complete lines of `f` from `from`, at most [`MAX_READ`] bytes; returns them and the offset
+/// after the last complete line.
+fn read_lines(mut f: &std::fs::File, from: u64) -> std::io::Result<(Vec<u8>, u64)> {
     f.seek(SeekFrom::Start(from))?;
     let mut buf = Vec::new();
     f.take(MAX_READ).read_to_end(&mut buf)?;
@@ -121,25 +122,28 @@ fn read_lines(path: &Path, from: u64) -> std::io::Result<(Vec<u8>, u64)> {
 
 /// The new access-log text since the previous run for the state file `state`, and advance it.
 pub fn new_text(log: &Path, state: &Path) -> std::io::Result<Vec<u8>> {
-    let meta = match std::fs::metadata(log) {
-        Ok(m) => m,
+    // One open file for the whole run: a rotation in between cannot mix two files up.
+    let file = match std::fs::File::open(log) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    let meta = file.metadata()?;
     let mut text = Vec::new();
     let start = match read_offset(state) {
         None => meta.len(),
         Some(o) if o.ino == meta.ino() && o.pos <= meta.len() => o.pos,
         Some(o) => {
             // Rotated since: finish the old file if it is still there.
-            let old = rotated(log);
-            if std::fs::metadata(&old).is_ok_and(|m| m.ino() == o.ino) {
-                text = read_lines(&old, o.pos)?.0;
+            if let Ok(old) = std::fs::File::open(rotated(log)) {
+                if old.metadata()?.ino() == o.ino {
+                    text = read_lines(&old, o.pos)?.0;
+                }
             }
             0
         }
     };
-    let (more, pos) = read_lines(log, start)?;
+    let (more, pos) = read_lines(&file, start)?;
     text.extend_from_slice(&more);
     write_offset(state, Offset { ino: meta.ino(), pos })?;
     Ok(text)
@@ -207,14 +211,16 @@ fn workers_up(home: &Home, plugin: &Plugin, app: &AppConfig) -> usize {
         .count()
 }
 
-/// The state file of `plugin`'s runs.
-pub fn state_file(home: &Home, plugin: &str) -> PathBuf {
-    home.state_dir().join("apps_stats").join(format!("{plugin}.offset"))
+/// Where `consumer`'s previous run over `plugin`'s figures stopped.
+pub fn state_file(home: &Home, plugin: &str, consumer: &str) -> PathBuf {
+    home.state_dir()
+        .join("apps_stats")
+        .join(format!("{plugin}.{consumer}.offset"))
 }
 
-/// `ironwork apps stats --plugin P`: print the points.
-pub fn run(home: &Home, plugin: &Plugin) -> anyhow::Result<()> {
-    let text = new_text(&nginx::access_log(home), &state_file(home, &plugin.name))?;
+/// `ironwork apps stats --plugin P [--consumer C]`: print the points.
+pub fn run(home: &Home, plugin: &Plugin, consumer: &str) -> anyhow::Result<()> {
+    let text = new_text(&nginx::access_log(home), &state_file(home, &plugin.name, consumer))?;
     let mut figures: std::collections::BTreeMap<String, Figures> = plugin
         .apps
         .iter()

@@ -76,9 +76,21 @@ pub enum AppsCommand {
         /// The plugin.
         #[arg(long)]
         plugin: String,
+        /// Who reads: each reader has its own place in the log (the generated collection is
+        /// `collector`).
+        #[arg(long, default_value = "cli", value_parser = consumer_name)]
+        consumer: String,
     },
     /// Print the built-in nginx template (copy it to config/nginx.conf.template to change it).
     Template,
+}
+
+fn consumer_name(v: &str) -> Result<String, String> {
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        Ok(v.to_string())
+    } else {
+        Err("letters, digits, '_' or '-'".into())
+    }
 }
 
 /// Where the ironwork binaries are: `[binaries] dir`, else beside this executable.
@@ -178,7 +190,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Apps {
-            command: AppsCommand::Stats { plugin },
+            command: AppsCommand::Stats { plugin, consumer },
         } => {
             let home = home(cli.home)?;
             let settings = crate::settings::Settings::load(&home).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -187,7 +199,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
             let ovr = home.plugin_override(&plugin);
             let p = crate::plugin::Plugin::load(&dir, ovr.is_file().then_some(ovr.as_path()))
                 .map_err(|e| anyhow::anyhow!("plugin {plugin}:\n{e}"))?;
-            crate::app_stats::run(&home, &p)?;
+            crate::app_stats::run(&home, &p, &consumer)?;
             Ok(0)
         }
         Command::Plugins { command } => crate::plugin_commands::run(&home(cli.home)?, command),

@@ -214,7 +214,7 @@ async fn show(home: &Home) -> anyhow::Result<()> {
 /// The demo app: requests through nginx to both workers, a static file, a restart under load
 /// without a failed request, and the per-app figures the collector gets.
 async fn show_app(home: &Home, front: &str) -> anyhow::Result<()> {
-    let stats_state = crate::app_stats::state_file(home, "demo");
+    let stats_state = crate::app_stats::state_file(home, "demo", "demo");
     crate::app_stats::new_text(&crate::nginx::access_log(home), &stats_state)?;
     say(&format!(
         "the demo app: nginx on {front} in front of two workers of demo/hello (hello.py, one unix socket each)"

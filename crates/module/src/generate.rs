@@ -103,7 +103,7 @@ fn write_atomically(path: &Path, content: &[u8]) -> std::io::Result<()> {
 pub fn generate(home: &Home, settings: &Settings, plugins: &[Plugin], bin_dir: &Path) -> Generated {
     let mut sorted: Vec<&Plugin> = plugins.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut problems = nginx::check_sockets(home, &sorted);
+    let mut problems = nginx::check_paths(home, &sorted);
     let template = nginx::template(home).unwrap_or_else(|e| {
         problems.push(e);
         nginx::TEMPLATE.to_string()
@@ -660,6 +660,8 @@ fn collector_ini(home: &Home, settings: &Settings, plugins: &[&Plugin], bin_dir:
                 "stats".into(),
                 "--plugin".into(),
                 plugin.name.clone(),
+                "--consumer".into(),
+                "collector".into(),
             ];
             o.kv("cmd_and_args", join(&cmd));
             o.kv("interval", 60);

@@ -175,8 +175,17 @@ pub async fn watchers(home: &Home) -> Option<Vec<WatcherState>> {
 /// Have ringmaster re-read its configuration, and directory_observer, the collector, the
 /// reflector and nginx their own (after the files were regenerated while the stack runs).
 pub async fn apply(home: &Home) -> anyhow::Result<()> {
+    // nginx re-reads its file only if it ran before: one started by this reload reads the new
+    // file anyway, and a HUP before it has set up its handlers would kill it.
+    let nginx_ran = watchers(home)
+        .await
+        .is_some_and(|ws| ws.iter().any(|w| w.name == "nginx" && w.status == "active"));
     call(home, "reloadconfig", Map::new(), CALL_TIMEOUT).await?;
-    for name in ["directory_observer", "collector", "reflector", "nginx"] {
+    let nginx = nginx_ran.then_some("nginx");
+    for name in ["directory_observer", "collector", "reflector"]
+        .into_iter()
+        .chain(nginx)
+    {
         let mut props = Map::new();
         props.insert("name".into(), Value::from(name));
         props.insert("signum".into(), Value::from("HUP"));

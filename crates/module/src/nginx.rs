@@ -90,6 +90,7 @@ pub fn render(home: &Home, settings: &Settings, plugins: &[&Plugin], template: &
             KEEPALIVE_PER_WORKER * app.numprocesses
         );
         let _ = writeln!(upstreams, "        keepalive_time {}s;", KEEPALIVE_TIME.as_secs());
+        let _ = writeln!(upstreams, "        keepalive_timeout {}s;", KEEPALIVE_TIME.as_secs());
         let _ = writeln!(upstreams, "    }}");
         let secs = app.timeout.as_secs().max(1);
         let body = app.client_max_body_size.as_deref().unwrap_or(&n.client_max_body_size);
@@ -97,8 +98,10 @@ pub fn render(home: &Home, settings: &Settings, plugins: &[&Plugin], template: &
             locations,
             "        location {} {{\n{tags}            client_max_body_size {body};\n            \
              proxy_read_timeout {secs}s;\n            proxy_send_timeout {secs}s;\n            \
+             proxy_next_upstream_tries {tries};\n            proxy_next_upstream_timeout {secs}s;\n            \
              proxy_pass http://{upstream};\n        }}\n",
-            app.prefix
+            app.prefix,
+            tries = app.numprocesses
         );
     }
     let fill = [
@@ -139,8 +142,42 @@ fn run_as(home: &Home) -> String {
         .map_or_else(|| "root".to_string(), |u| u.name)
 }
 
-/// Problems nginx would have with the apps' sockets, as configuration errors.
-pub fn check_sockets(home: &Home, plugins: &[&Plugin]) -> Vec<String> {
+/// Whether `path` can be written into nginx.conf as is: nothing nginx would read as syntax
+/// (`;`, braces, quotes, `#`), as a variable (`$`), or as a word break.
+fn nginx_safe(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| {
+        !p.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || ";{}\"'#$\\".contains(c))
+    })
+}
+
+/// Problems nginx would have with the home's and the apps' paths, as configuration errors.
+pub fn check_paths(home: &Home, plugins: &[&Plugin]) -> Vec<String> {
+    if apps(plugins).next().is_none() {
+        return Vec::new();
+    }
+    let mut problems = Vec::new();
+    if !nginx_safe(&home.root) {
+        problems.push(format!(
+            "{}: the home's path cannot go into nginx.conf (no spaces, quotes, ';', '{{', '}}', '#', '$' or '\\')",
+            home.root.display()
+        ));
+    }
+    for (p, a) in apps(plugins) {
+        if let Some(dir) = a.static_dir.as_ref().filter(|d| !nginx_safe(d)) {
+            problems.push(format!(
+                "{}: [app_{}] static: {} cannot go into nginx.conf (no spaces, quotes, ';', '{{', '}}', '#', '$' or '\\')",
+                p.config_file.display(),
+                a.name,
+                dir.display()
+            ));
+        }
+    }
+    problems.extend(check_sockets(home, plugins));
+    problems
+}
+
+fn check_sockets(home: &Home, plugins: &[&Plugin]) -> Vec<String> {
     apps(plugins)
         .filter(|(_, a)| a.has_workers())
         .filter_map(|(p, a)| {
@@ -178,4 +215,25 @@ pub fn test(binary: &str, conf: &Path) -> Result<(), String> {
         "nginx refuses the generated configuration: {}",
         if words.is_empty() { "no reason given" } else { words }
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paths_nginx_reads_as_one_word_go_into_its_file() {
+        assert!(nginx_safe(Path::new("/srv/ironwork-home/plugins/a_b/www")));
+        for bad in [
+            "/srv/my home",
+            "/srv/a;b",
+            "/srv/${x}",
+            "/srv/a{b",
+            "/srv/a\"b",
+            "/srv/a#b",
+            "/srv/a\\b",
+        ] {
+            assert!(!nginx_safe(Path::new(bad)), "{bad}");
+        }
+    }
 }

@@ -725,14 +725,18 @@ fn read_app(r: &mut SectionReader<'_>, name: &str, plugin: &str, plugin_dir: &Pa
             return Ok(None);
         }
         let p = Path::new(v);
-        if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err("'..' is not allowed".into());
+        if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err("must be a directory of the plugin (relative, no '..')".into());
         }
         let dir = plugin_dir.join(p);
         if !dir.is_dir() {
             return Err(format!("{} is not a directory", dir.display()));
         }
-        Ok(Some(dir))
+        // A link out of the plugin would publish whatever it points at.
+        match (dir.canonicalize(), plugin_dir.canonicalize()) {
+            (Ok(real), Ok(base)) if real.starts_with(&base) => Ok(Some(dir)),
+            _ => Err(format!("{} leads out of the plugin directory", dir.display())),
+        }
     });
     if !has_cmd && static_dir.is_none() {
         r.error(
@@ -825,8 +829,12 @@ pub fn load_all(home: &Home) -> (Vec<Plugin>, ConfigErrors) {
         let mut my_prefixes: Vec<(String, String)> = Vec::new();
         for app in &plugin.apps {
             let who = format!("{}/{}", plugin.name, app.name);
-            let mut paths = vec![app.prefix.clone()];
-            if app.has_workers() && app.static_dir.is_some() {
+            // The URL paths it serves: a static-only app serves its static_prefix alone.
+            let mut paths = Vec::new();
+            if app.has_workers() {
+                paths.push(app.prefix.clone());
+            }
+            if app.static_dir.is_some() {
                 paths.push(app.static_prefix.clone());
             }
             for prefix in paths {
@@ -841,7 +849,11 @@ pub fn load_all(home: &Home) -> (Vec<Plugin>, ConfigErrors) {
                             format!("URL prefix {prefix} is already served by {other}"),
                         )
                         .in_section(&format!("app_{}", app.name))
-                        .with_key("prefix"),
+                        .with_key(if app.has_workers() && prefix == app.prefix {
+                            "prefix"
+                        } else {
+                            "static_prefix"
+                        }),
                     ),
                     None => my_prefixes.push((prefix, who.clone())),
                 }

@@ -253,7 +253,9 @@ fn apps_serve_behind_nginx_and_no_request_fails_through_kills_reloads_and_a_bad_
     // The access log: one JSON object per request in the mflog shape, with plugin and app.
     let log = home.join("log/nginx_access.log");
     wait("the access log", Duration::from_secs(10), || {
-        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("\"uri\":\"/blog/main/healthz\""))
+        // Each nginx worker flushes its own buffer every second.
+        std::fs::read_to_string(&log)
+            .is_ok_and(|t| t.contains("\"uri\":\"/blog/main/healthz\"") && t.contains("/shop/api/static/hello.txt"))
     });
     let line = std::fs::read_to_string(&log)
         .expect("log")

@@ -442,7 +442,7 @@ fn an_app_is_read_with_its_defaults_and_its_errors_named() {
         lines(&errors, &home),
         [
             "H/plugins/bad/config.ini:2: [app_a] prefix: must start and end with '/' (found \"nope\")",
-            "H/plugins/bad/config.ini:3: [app_a] static: '..' is not allowed (found \"../etc\")",
+            "H/plugins/bad/config.ini:3: [app_a] static: must be a directory of the plugin (relative, no '..') (found \"../etc\")",
             "H/plugins/bad/config.ini:1: [app_a] cmd_and_args: missing: give cmd_and_args, or static alone for a static-only app",
             "H/plugins/bad/config.ini:4: [app_a] health: expected a path starting with '/' (found \"healthz\")",
             "H/plugins/bad/config.ini:6: [app_a] client_max_body_size: expected an nginx size such as 10m, 512k or 0 (no limit) (found \"10 MB\")",

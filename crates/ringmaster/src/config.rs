@@ -1386,10 +1386,11 @@ fn read_watcher(
         hooks: read_hooks(&mut r, &mut notes),
         memory_limit: r.parse_with("memory_limit", None, parse_memory_limit),
         flapping: read_flapping(&mut r, ctx.flapping),
-        drain_socket: r
-            .str("drain_socket")
-            .filter(|s| !s.trim().is_empty())
-            .map(str::to_string),
+        drain_socket: r.parse_with("drain_socket", None, |v| match v.trim() {
+            "" => Ok(None),
+            v if v.starts_with('/') => Ok(Some(v.to_string())),
+            _ => Err("expected an absolute path".into()),
+        }),
         drain_timeout: r.duration("drain_timeout", Duration::from_secs(30)),
     };
     for (key, why) in IGNORED_WATCHER_KEYS {

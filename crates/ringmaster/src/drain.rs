@@ -15,13 +15,18 @@ use std::path::Path;
 const ACCEPTING: u32 = 0x0001_0000;
 /// `SS_CONNECTED`.
 const CONNECTED: u32 = 3;
+/// `SS_CONNECTING`: with inode 0, a connection waiting in a listen backlog.
+const CONNECTING: u32 = 2;
 
 /// Where a worker being drained stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Progress {
     /// Connections it accepted on the path and still holds open.
     pub open: usize,
-    /// Another process listens on the path (a replacement took it over).
+    /// Connections on the path not yet accepted by anyone (a listen backlog; the kernel does not
+    /// say whose).
+    pub pending: usize,
+    /// Its successor listens on the path (a replacement took it over).
     pub replaced: bool,
 }
 
@@ -38,34 +43,55 @@ pub fn withdraw(path: &Path) {
     }
 }
 
-/// How far `pid` (and its descendants) are from having no connection on `path`.
-pub fn progress(pid: i32, path: &Path) -> Progress {
-    let mut pids = vec![pid];
-    pids.extend(crate::procfs::descendants(pid));
-    let mine = socket_inodes(&pids);
-    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
-    tally(&table, &path.to_string_lossy(), &mine)
+/// `/proc/net/unix`, read once per pass and shared by every drain.
+pub fn table() -> String {
+    std::fs::read_to_string("/proc/net/unix").unwrap_or_default()
 }
 
-fn tally(table: &str, path: &str, mine: &HashSet<u64>) -> Progress {
+/// How far `pid` (and its descendants) are from having no connection on `path`; `successor`
+/// is the process expected to take the path over, if any.
+pub fn progress(table: &str, pid: i32, path: &Path, successor: Option<i32>) -> Progress {
+    let tree = |root: i32| {
+        let mut pids = vec![root];
+        pids.extend(crate::procfs::descendants(root));
+        socket_inodes(&pids)
+    };
+    let mine = tree(pid);
+    let theirs = successor.map(tree).unwrap_or_default();
+    tally(table, &path.to_string_lossy(), &mine, &theirs)
+}
+
+fn tally(table: &str, path: &str, mine: &HashSet<u64>, successor: &HashSet<u64>) -> Progress {
     let mut p = Progress::default();
     for line in table.lines().skip(1) {
-        // Num RefCount Protocol Flags Type St Inode Path
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 8 || fields[7] != path {
+        // Num RefCount Protocol Flags Type St Inode Path (the path may hold spaces).
+        let mut rest = line;
+        let mut head = Vec::with_capacity(7);
+        while head.len() < 7 {
+            rest = rest.trim_start();
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            if end == 0 {
+                break;
+            }
+            head.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+        let rest = rest.strip_prefix(' ').unwrap_or(rest).trim_end_matches('\n');
+        if head.len() < 7 || rest != path {
             continue;
         }
         let (Ok(flags), Ok(state), Ok(inode)) = (
-            u32::from_str_radix(fields[3], 16),
-            u32::from_str_radix(fields[5], 16),
-            fields[6].parse::<u64>(),
+            u32::from_str_radix(head[3], 16),
+            u32::from_str_radix(head[5], 16),
+            head[6].parse::<u64>(),
         ) else {
             continue;
         };
-        let ours = mine.contains(&inode);
         if flags & ACCEPTING != 0 {
-            p.replaced |= !ours;
-        } else if state == CONNECTED && ours {
+            p.replaced |= successor.contains(&inode);
+        } else if inode == 0 && state == CONNECTING {
+            p.pending += 1;
+        } else if state == CONNECTED && mine.contains(&inode) {
             p.open += 1;
         }
     }
@@ -103,29 +129,36 @@ mod tests {
 0000000000000000: 00000003 00000000 00000000 0001 03  4986 /run/app_1.sock
 0000000000000000: 00000002 00000000 00010000 0001 01  4984 /run/app_1.sock
 0000000000000000: 00000002 00000000 00010000 0001 01  5001 /run/app_1.sock
+0000000000000000: 00000002 00000000 00010000 0001 01  5009 /run/app_1.sock
+0000000000000000: 00000003 00000000 00000000 0001 02     0 /run/app_1.sock
 0000000000000000: 00000003 00000000 00000000 0001 03  4990 /run/app_2.sock
+0000000000000000: 00000003 00000000 00000000 0001 03  4993 /run/my app.sock
 0000000000000000: 00000003 00000000 00000000 0001 03  4991
 ";
 
     #[test]
-    fn only_the_workers_own_connections_count() {
-        let mine: HashSet<u64> = [4984, 4986, 4990].into_iter().collect();
+    fn only_the_workers_own_connections_count_and_only_its_successor_replaces_it() {
+        let set = |v: &[u64]| -> HashSet<u64> { v.iter().copied().collect() };
+        let mine = set(&[4984, 4986, 4990]);
         assert_eq!(
-            tally(TABLE, "/run/app_1.sock", &mine),
+            tally(TABLE, "/run/app_1.sock", &mine, &set(&[5001])),
             Progress {
                 open: 1,
+                pending: 1,
                 replaced: true
             }
         );
-        let alone: HashSet<u64> = [4984, 4986, 5001].into_iter().collect();
+        // 5009 listens on the path too (an older worker still draining): not the successor.
         assert_eq!(
-            tally(TABLE, "/run/app_1.sock", &alone),
+            tally(TABLE, "/run/app_1.sock", &mine, &set(&[7777])),
             Progress {
                 open: 1,
+                pending: 1,
                 replaced: false
             }
         );
-        assert_eq!(tally(TABLE, "/run/other.sock", &mine), Progress::default());
+        assert_eq!(tally(TABLE, "/run/other.sock", &mine, &set(&[])), Progress::default());
+        assert_eq!(tally(TABLE, "/run/my app.sock", &set(&[4993]), &set(&[])).open, 1);
     }
 
     #[test]
@@ -136,25 +169,23 @@ mod tests {
         let mut client = UnixStream::connect(&path).expect("connect");
         let (mut served, _) = listener.accept().expect("accept");
         let me = std::process::id() as i32;
-        assert_eq!(progress(me, &path).open, 1);
+        assert_eq!(progress(&table(), me, &path, None).open, 1);
 
         withdraw(&path);
         assert!(!path.exists(), "the path is taken away");
         assert!(UnixStream::connect(&path).is_err(), "new connections fail at once");
-        assert_eq!(progress(me, &path).open, 1, "the accepted connection still counts");
+        assert_eq!(
+            progress(&table(), me, &path, None).open,
+            1,
+            "the accepted connection still counts"
+        );
 
         client.write_all(b"x").expect("write");
         let mut b = [0u8; 1];
         served.read_exact(&mut b).expect("read");
         drop(served);
         drop(client);
-        assert_eq!(
-            progress(me, &path),
-            Progress {
-                open: 0,
-                replaced: false
-            }
-        );
+        assert_eq!(progress(&table(), me, &path, None), Progress::default());
         drop(listener);
     }
 }

@@ -77,6 +77,11 @@ struct Stopping {
 struct Drain {
     socket: std::path::PathBuf,
     until: Instant,
+    /// On a recycle, the replacement that must take the path over first.
+    successor: Option<i32>,
+    /// Polls in a row that found nothing left to wait for; two are needed, so a connection
+    /// taken from the backlog between two looks is not missed.
+    quiet: u8,
 }
 
 /// How often a draining process's connections are counted.
@@ -599,9 +604,22 @@ impl Supervisor {
             return;
         }
         p.recycle_at = None;
+        let wid = p.wid;
+        let successor = (reason == StopReason::Recycle)
+            .then(|| {
+                w.procs
+                    .iter()
+                    .filter(|o| o.wid == wid && o.pid != pid && o.stopping.is_none())
+                    .map(|o| o.pid)
+                    .next_back()
+            })
+            .flatten();
+        let Some(p) = w.procs.iter_mut().find(|p| p.pid == pid) else {
+            return;
+        };
         let drain = match (&w.cfg.drain_socket, forced) {
             (Some(pattern), false) => {
-                let socket = std::path::PathBuf::from(process::expand_runtime(pattern, p.wid, &self.sockets));
+                let socket = std::path::PathBuf::from(process::expand_runtime(pattern, wid, &self.sockets));
                 // A recycled process's replacement takes the path over; any other stop takes it away.
                 if reason != StopReason::Recycle {
                     crate::drain::withdraw(&socket);
@@ -610,6 +628,8 @@ impl Supervisor {
                 Some(Drain {
                     socket,
                     until: now + w.cfg.drain_timeout,
+                    successor,
+                    quiet: 0,
                 })
             }
             _ => None,
@@ -645,14 +665,34 @@ impl Supervisor {
 
     /// Signal the draining processes whose connections are closed (or whose drain timed out).
     fn advance_drains(&mut self, now: Instant) {
+        let draining = self.watchers.iter().any(|w| {
+            w.procs
+                .iter()
+                .any(|p| p.stopping.as_ref().is_some_and(|s| s.drain.is_some()))
+        });
+        if !draining {
+            return;
+        }
+        let table = crate::drain::table();
         let mut due = Vec::new();
-        for (idx, w) in self.watchers.iter().enumerate() {
-            for p in &w.procs {
-                let Some(s) = &p.stopping else { continue };
-                let Some(d) = &s.drain else { continue };
-                let progress = crate::drain::progress(p.pid, &d.socket);
-                let handed_over = s.reason != StopReason::Recycle || progress.replaced;
-                if progress.open == 0 && handed_over {
+        for (idx, w) in self.watchers.iter_mut().enumerate() {
+            let live: Vec<i32> = w.procs.iter().filter(|p| p.stopping.is_none()).map(|p| p.pid).collect();
+            for p in &mut w.procs {
+                let Some(s) = &mut p.stopping else { continue };
+                let Some(d) = &mut s.drain else { continue };
+                let progress = crate::drain::progress(&table, p.pid, &d.socket, d.successor);
+                // Nothing to wait for once the path is withdrawn, or once the successor listens
+                // (or is gone: it will not take the path over).
+                let handed_over = match d.successor {
+                    None => true,
+                    Some(next) => progress.replaced || !live.contains(&next),
+                };
+                // A backlog on a withdrawn path is this worker's; on a taken-over path it may be
+                // the successor's.
+                let pending = if d.successor.is_some() { 0 } else { progress.pending };
+                let quiet = handed_over && progress.open == 0 && pending == 0;
+                d.quiet = if quiet { d.quiet + 1 } else { 0 };
+                if d.quiet >= 2 {
                     tracing::debug!(watcher = %w.cfg.name, pid = p.pid, "drained");
                     due.push((idx, p.pid));
                 } else if now >= d.until {
@@ -949,7 +989,7 @@ impl Supervisor {
             .map(|p| (p.pid, p.wid))
             .collect();
         for (pid, wid) in due {
-            tracing::info!(watcher = %self.watchers[idx].cfg.name, pid, "max_age reached, recycling");
+            tracing::info!(watcher = %self.watchers[idx].cfg.name, pid, "recycling (max_age, memory_limit or a hand-over): the replacement starts first");
             if self.spawn_one(idx, wid, now) {
                 self.stop_proc(idx, pid, StopReason::Recycle, now);
             } else {
@@ -1024,7 +1064,14 @@ impl Supervisor {
             d.insert("rss".into(), rss.into());
             d.insert("limit".into(), limit.into());
             self.emit(&name, "memory_limit", Some(pid), d);
-            self.stop_proc(idx, pid, StopReason::Memory, now);
+            if self.watchers[idx].cfg.drain_socket.is_some() {
+                // A drained worker is replaced like a recycle: the new one first.
+                if let Some(p) = self.watchers[idx].procs.iter_mut().find(|p| p.pid == pid) {
+                    p.recycle_at = Some(now);
+                }
+            } else {
+                self.stop_proc(idx, pid, StopReason::Memory, now);
+            }
         }
     }
 
@@ -1284,7 +1331,15 @@ impl Supervisor {
                     let grace = outcome
                         .waits
                         .iter()
-                        .map(|(i, _)| self.watchers[*i].cfg.graceful_timeout)
+                        .map(|(i, _)| {
+                            let cfg = &self.watchers[*i].cfg;
+                            let drain = if cfg.drain_socket.is_some() {
+                                cfg.drain_timeout
+                            } else {
+                                Duration::ZERO
+                            };
+                            cfg.graceful_timeout + drain
+                        })
                         .max()
                         .unwrap_or_default();
                     let wants = outcome

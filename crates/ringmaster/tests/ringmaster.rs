@@ -275,7 +275,7 @@ async fn max_age_recycles_with_the_replacement_started_first() {
     assert!(!alive(first));
     // The log shows the replacement's spawn before the old process was stopped.
     let log = rm.log();
-    let recycle = log.find("max_age reached").expect("recycle logged");
+    let recycle = log.find("recycling (max_age").expect("recycle logged");
     let spawn_after = log[recycle..]
         .find("\"event\":\"spawned\"")
         .expect("spawn after recycle");
@@ -822,9 +822,11 @@ async fn scaling_is_bounded_and_redis_commands_run_once() {
 }
 
 /// A worker serving on the unix socket it is given: each connection sends a line and gets
-/// `done <pid>` one second later. SIGTERM kills it at once, whatever it is doing.
+/// `done <pid>` one second later. It takes half a second to start listening, and SIGTERM kills
+/// it at once, whatever it is doing.
 const SLOW_WORKER: &str = r#"
 import os, socket, sys, threading, time
+time.sleep(0.5)
 path = sys.argv[1]
 try:
     os.unlink(path)
@@ -905,4 +907,40 @@ async fn a_restart_hands_each_slot_over_without_refusing_a_connection() {
     assert!(served_by_new > 0, "the replacement never took over");
     assert!(wait_for(DEADLINE, || !alive(old)), "the old worker was not stopped");
     assert_eq!(rm.pids("app").await.len(), 1);
+}
+
+#[tokio::test]
+async fn back_to_back_restarts_wait_for_each_successor_not_an_older_listener() {
+    let rm = Rm::start_with(DRAINED_WATCHER, &[("worker.py", SLOW_WORKER)]);
+    let sock = rm.path("app_1.sock");
+    let first = rm.wait_pids("app", |p| p.len() == 1).await[0];
+    assert!(wait_for(DEADLINE, || std::os::unix::net::UnixStream::connect(&sock).is_ok()));
+    // The first worker keeps draining (a request in flight) while the second restart comes.
+    let in_flight = slow_request(&sock);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    rm.call("restart", json!({"name": "app", "waiting": false})).await;
+    // The second worker listens after half a second; the first still has its request then.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let pids = rm.pids("app").await;
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let second = *pids.iter().find(|p| **p != first).expect("the second worker");
+    rm.call("restart", json!({"name": "app", "waiting": false})).await;
+    // No traffic for a moment: the second worker has nothing open, and only the third
+    // listening may end its drain (the first one's listener does not count).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut later = Vec::new();
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        match std::os::unix::net::UnixStream::connect(&sock) {
+            Ok(_) => later.push(slow_request(&sock)),
+            Err(e) => panic!("a connection was refused between two generations: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(in_flight.join().expect("client"), format!("done {first}\n"));
+    for a in later {
+        let a = a.join().expect("client");
+        assert!(a.starts_with("done "), "a request failed: {a:?}");
+    }
+    assert!(wait_for(DEADLINE, || !alive(first) && !alive(second)));
 }
