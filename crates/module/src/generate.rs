@@ -154,6 +154,30 @@ impl Out {
         self.kv(&format!("{which}_stream.backup_count"), backups);
     }
 
+    /// `cmd` and `args` running `words` (a plugin's `cmd_and_args`).
+    fn command(&mut self, words: &[String]) {
+        let (program, rest) = match words.split_first() {
+            Some((p, rest)) => (p.as_str(), rest),
+            None => ("", &[][..]),
+        };
+        self.kv("cmd", quote(program));
+        if !rest.is_empty() {
+            self.kv("args", join(rest));
+        }
+    }
+
+    /// A plugin program's stdout to `log/<base>.stdout.log` and stderr to `log/<base>.log`.
+    fn plugin_program_logs(&mut self, home: &Home, base: &str) {
+        let log = |name: String| home.log_dir().join(name);
+        self.stream(
+            "stdout",
+            &log(format!("{base}.stdout.log")),
+            LOG_MAX_BYTES,
+            LOG_BACKUP_COUNT,
+        );
+        self.stream("stderr", &log(format!("{base}.log")), LOG_MAX_BYTES, LOG_BACKUP_COUNT);
+    }
+
     fn rlimits(&mut self, r: &Rlimits) {
         for (name, v) in r.set() {
             self.kv(&format!("rlimit_{name}"), v);
@@ -374,15 +398,8 @@ fn app_watcher(o: &mut Out, home: &Home, plugin: &Plugin, app: &AppConfig) {
         .iter()
         .map(|w| w.replace(UNIX_SOCKET_PATH, &socket))
         .collect();
-    let (program, rest) = match words.split_first() {
-        Some((p, rest)) => (p.as_str(), rest),
-        None => ("", &[][..]),
-    };
     o.section(&format!("watcher:{watcher}"));
-    o.kv("cmd", quote(program));
-    if !rest.is_empty() {
-        o.kv("args", join(rest));
-    }
+    o.command(&words);
     o.kv("numprocesses", app.numprocesses);
     o.kv("priority", 10);
     // A worker is drained before it is signalled, and a restart hands each slot over.
@@ -398,19 +415,7 @@ fn app_watcher(o: &mut Out, home: &Home, plugin: &Plugin, app: &AppConfig) {
     o.rlimits(&app.rlimits);
     o.kv("copy_env", "true");
     o.kv("working_dir", path(&plugin.dir));
-    let base = format!("app_{}_{}", plugin.name, app.name);
-    o.stream(
-        "stdout",
-        &home.log_dir().join(format!("{base}.stdout.log")),
-        LOG_MAX_BYTES,
-        LOG_BACKUP_COUNT,
-    );
-    o.stream(
-        "stderr",
-        &home.log_dir().join(format!("{base}.log")),
-        LOG_MAX_BYTES,
-        LOG_BACKUP_COUNT,
-    );
+    o.plugin_program_logs(home, &format!("app_{}_{}", plugin.name, app.name));
     plugin_env(o, &watcher, plugin, app.debug);
     o.kv("IRONWORK_APP_NAME", &app.name);
     o.kv("IRONWORK_APP_SOCKET", &socket);
@@ -488,15 +493,8 @@ fn step_watcher(o: &mut Out, home: &Home, plugin: &Plugin, step: &StepConfig, re
 
 fn extra_daemon_watcher(o: &mut Out, home: &Home, plugin: &Plugin, d: &ExtraDaemon) {
     let watcher = format!("extra_daemon.{}.{}", plugin.name, d.name);
-    let (program, rest) = match d.cmd_and_args.split_first() {
-        Some((p, rest)) => (p.as_str(), rest),
-        None => ("", &[][..]),
-    };
     o.section(&format!("watcher:{watcher}"));
-    o.kv("cmd", quote(program));
-    if !rest.is_empty() {
-        o.kv("args", join(rest));
-    }
+    o.command(&d.cmd_and_args);
     o.kv("numprocesses", d.numprocesses);
     if !d.max_age.is_zero() {
         o.kv("max_age", secs(d.max_age));
@@ -505,19 +503,7 @@ fn extra_daemon_watcher(o: &mut Out, home: &Home, plugin: &Plugin, d: &ExtraDaem
     o.rlimits(&d.rlimits);
     o.kv("copy_env", "true");
     o.kv("working_dir", path(&plugin.dir));
-    let base = format!("extra_daemon_{}_{}", plugin.name, d.name);
-    o.stream(
-        "stdout",
-        &home.log_dir().join(format!("{base}.stdout.log")),
-        LOG_MAX_BYTES,
-        LOG_BACKUP_COUNT,
-    );
-    o.stream(
-        "stderr",
-        &home.log_dir().join(format!("{base}.log")),
-        LOG_MAX_BYTES,
-        LOG_BACKUP_COUNT,
-    );
+    o.plugin_program_logs(home, &format!("extra_daemon_{}_{}", plugin.name, d.name));
     plugin_env(o, &watcher, plugin, false);
 }
 

@@ -6,61 +6,16 @@
 //! figures for the collector count every request.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ironwork_test_support::http::request;
 
-fn bin_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_ironwork"))
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
-    for b in ["ringmaster", "ringctl", "directory_observer", "step", "conf_monitor"] {
-        assert!(
-            dir.join(b).exists(),
-            "{} is missing: run the workspace's tests (cargo test --workspace) so every daemon is built",
-            dir.join(b).display()
-        );
-    }
-    dir
-}
-
-fn ironwork(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ironwork"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .output()
-        .expect("run ironwork")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn wait(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-struct Running(PathBuf);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = ironwork(&self.0, &["stop"]);
-    }
-}
+mod common;
+use common::{bin_dir, init, ironwork, text, wait, Running};
 
 /// A worker of app `shop/api`: answers `{"app", "pid", "path", "request_id"}`, slowly enough
 /// (20 ms) that a killed or stopped worker has requests in flight.
@@ -188,18 +143,12 @@ fn apps_serve_behind_nginx_and_no_request_fails_through_kills_reloads_and_a_bad_
     let bins = bin_dir();
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().join("home");
-    let out = Command::new(env!("CARGO_BIN_EXE_ironwork"))
-        .arg("init")
-        .arg(&home)
-        .output()
-        .expect("init");
-    assert!(out.status.success(), "{}", text(&out));
+    init(&home, &bins);
     let port = ironwork_test_support::free_tcp_port();
     let addr = format!("127.0.0.1:{port}");
     let ini = home.join("config/ironwork.ini");
     let settings = std::fs::read_to_string(&ini)
         .expect("ironwork.ini")
-        .replace("\ndir =\n", &format!("\ndir = {}\n", bins.display()))
         .replace("listen = 127.0.0.1:18868", &format!("listen = {addr}"))
         .replace("worker_processes = auto", "worker_processes = 1");
     std::fs::write(&ini, settings).expect("write settings");

@@ -3,64 +3,10 @@
 //! ringmaster into three workers, a broken plugin edit changes nothing and shows in `status`,
 //! files dropped into `var/in/incoming` flow through the switch into the plugin step.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// The daemons, built beside the `ironwork` binary by `cargo test --workspace`.
-fn bin_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_ironwork"))
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
-    for b in ["ringmaster", "ringctl", "directory_observer", "step", "conf_monitor"] {
-        assert!(
-            dir.join(b).exists(),
-            "{} is missing: run the workspace's tests (cargo test --workspace) so every daemon is built",
-            dir.join(b).display()
-        );
-    }
-    dir
-}
-
-fn ironwork(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ironwork"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .output()
-        .expect("run ironwork")
-}
-
-/// `ironwork init HOME`, with `[binaries] dir` set to `bins`.
-fn init(home: &Path, bins: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ironwork"))
-        .arg("init")
-        .arg(home)
-        .output()
-        .expect("init");
-    assert!(out.status.success(), "{}", text(&out));
-    let ini = home.join("config/ironwork.ini");
-    let settings = std::fs::read_to_string(&ini).expect("ironwork.ini");
-    let settings = settings.replace("\ndir =\n", &format!("\ndir = {}\n", bins.display()));
-    std::fs::write(&ini, settings).expect("write");
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn wait(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+mod common;
+use common::{bin_dir, init, ironwork, text, wait, Running};
 
 const PLUGIN: &str = "\
 [step_main]
@@ -70,15 +16,6 @@ numprocesses = 1
 [switch_rules:fnmatch:first.core.original_basename]
 *.txt = demo/main
 ";
-
-/// Stops the stack even when an assertion fails.
-struct Running(PathBuf);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = ironwork(&self.0, &["stop"]);
-    }
-}
 
 #[test]
 fn init_start_reload_status_stop() {
