@@ -2,6 +2,9 @@
 """The cost of the generated nginx front, in one run: the same trivial app measured with wrk
 behind the front and hit directly.
 
+Two loads per round and target: wrk with --connections (the throughput and the p99 under load),
+and wrk with one connection (the latency a single request pays, p50 and p99, nothing queued).
+
 The app is the `app-rust` template (`ironwork plugins create hello --template app-rust`: a
 hyper service, built here in release). Behind the front it runs as the plugin's app under
 `ironwork start` (the generated nginx.conf, one nginx worker per core, the app's default two
@@ -98,11 +101,15 @@ def wrk(url: str, seconds: int, connections: int, threads: int) -> dict:
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    p99 = float(m.group(1)) * UNITS[m.group(2)]
+
+    def quantile(q: str) -> float:
+        m = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * UNITS[m.group(2)]
+
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p99_ms": p99, "non_2xx": int(errors.group(1)) if errors else 0,
+    return {"rps": rps, "p50_ms": quantile("50"), "p99_ms": quantile("99"),
+            "non_2xx": int(errors.group(1)) if errors else 0,
             "socket_errors": socket_errors.group(1) if socket_errors else None}
 
 
@@ -112,6 +119,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--single-seconds", type=int, default=5, help="length of the one-connection load")
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
     for tool in ("wrk", "nginx", "redis-server"):
@@ -132,12 +140,17 @@ def main() -> int:
             direct = subprocess.Popen([str(app), f"tcp://127.0.0.1:{direct_port}"])
             wait_http(direct_url)
             results = {"front": [], "direct": []}
+            single = {"front": [], "direct": []}
             for r in range(args.rounds):
                 for name, url in (("front", front_url), ("direct", direct_url)):
                     res = wrk(url, args.seconds, args.connections, args.threads)
                     log(f"round {r + 1} {name}: {res['rps']:.0f} req/s, p99 {res['p99_ms']:.2f} ms, "
                         f"non-2xx {res['non_2xx']}, socket errors {res['socket_errors']}")
                     results[name].append(res)
+                    one = wrk(url, args.single_seconds, 1, 1)
+                    log(f"round {r + 1} {name}, one connection: p50 {one['p50_ms'] * 1000:.0f} us, "
+                        f"p99 {one['p99_ms'] * 1000:.0f} us")
+                    single[name].append(one)
         finally:
             if direct:
                 direct.terminate()
@@ -145,6 +158,8 @@ def main() -> int:
             subprocess.run([str(bins / "ironwork"), "--home", str(home), "stop"], capture_output=True)
     med = {name: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p99_ms")}
            for name, rs in results.items()}
+    med_single = {name: {k: statistics.median(r[k] for r in rs) for k in ("p50_ms", "p99_ms")}
+                  for name, rs in single.items()}
     report = {
         **benchlib.run_meta(),
         "revision": benchlib.ironwork_revision(),
@@ -153,19 +168,24 @@ def main() -> int:
         "rounds": args.rounds, "seconds": args.seconds,
         "connections": args.connections, "threads": args.threads,
         "median": med,
+        "median_one_connection": med_single,
         "front_rps_ratio": med["front"]["rps"] / med["direct"]["rps"],
         "p99_added_ms": med["front"]["p99_ms"] - med["direct"]["p99_ms"],
-        "non_2xx": sum(r["non_2xx"] for rs in results.values() for r in rs),
+        "one_connection_p50_added_us": (med_single["front"]["p50_ms"] - med_single["direct"]["p50_ms"]) * 1000,
+        "non_2xx": sum(r["non_2xx"] for rs in (*results.values(), *single.values()) for r in rs),
         "rounds_detail": results,
+        "one_connection_detail": single,
     }
     print(json.dumps(report, indent=2))
     print()
-    print("| | requests/s (median) | p99 ms (median) |")
-    print("|---|---|---|")
+    print(f"| | requests/s, {args.connections} connections | p99 ms | one connection: p50 µs | p99 µs |")
+    print("|---|---|---|---|---|")
     for name in ("front", "direct"):
-        print(f"| {name} | {med[name]['rps']:.0f} | {med[name]['p99_ms']:.2f} |")
-    print(f"\nfront / direct: {report['front_rps_ratio']:.0%} of the requests/s, "
-          f"p99 +{report['p99_added_ms']:.2f} ms; non-2xx answers: {report['non_2xx']}")
+        print(f"| {name} | {med[name]['rps']:.0f} | {med[name]['p99_ms']:.2f} | "
+              f"{med_single[name]['p50_ms'] * 1000:.0f} | {med_single[name]['p99_ms'] * 1000:.0f} |")
+    print(f"\nfront / direct: {report['front_rps_ratio']:.0%} of the requests/s; p99 under load "
+          f"{report['p99_added_ms']:+.2f} ms; one connection p50 {report['one_connection_p50_added_us']:+.0f} µs; "
+          f"non-2xx answers: {report['non_2xx']}")
     return 0
 
 
