@@ -835,11 +835,16 @@ except FileNotFoundError:
 s = socket.socket(socket.AF_UNIX)
 s.bind(path)
 s.listen(16)
+ballast = b"x" * (int(os.environ.get("BALLAST_MB", "0")) << 20)
 def serve(c):
-    c.recv(100)
-    time.sleep(1)
-    c.sendall(b"done %d\n" % os.getpid())
-    c.close()
+    try:
+        c.recv(100)
+        time.sleep(1)
+        c.sendall(b"done %d\n" % os.getpid())
+    except OSError:
+        pass
+    finally:
+        c.close()
 while True:
     c, _ = s.accept()
     threading.Thread(target=serve, args=(c,), daemon=True).start()
@@ -943,4 +948,30 @@ async fn back_to_back_restarts_wait_for_each_successor_not_an_older_listener() {
         assert!(a.starts_with("done "), "a request failed: {a:?}");
     }
     assert!(wait_for(DEADLINE, || !alive(first) && !alive(second)));
+}
+
+#[tokio::test]
+async fn a_drained_worker_over_its_memory_limit_is_replaced_first_then_stopped() {
+    let ini = format!(
+        "{DRAINED_WATCHER}memory_limit = 40M\n[ringmaster]\nmemory_check_interval = 0.2\n\
+         [env:app]\nBALLAST_MB = 80\n"
+    );
+    let rm = Rm::start_with(&ini, &[("worker.py", SLOW_WORKER)]);
+    let sock = rm.path("app_1.sock");
+    let first = rm.wait_pids("app", |p| p.len() == 1).await[0];
+    // Each worker goes over the limit once it listens: replaced again and again, and the path
+    // must accept connections all along.
+    assert!(wait_for(DEADLINE, || std::os::unix::net::UnixStream::connect(&sock).is_ok()));
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        if let Err(e) = std::os::unix::net::UnixStream::connect(&sock) {
+            panic!(
+                "refused while a worker over its memory limit was replaced: {e}\n{}",
+                rm.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!alive(first), "the first worker was never replaced:\n{}", rm.log());
+    assert!(rm.log().contains("memory limit exceeded"));
 }
