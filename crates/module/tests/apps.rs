@@ -223,12 +223,25 @@ fn apps_serve_behind_nginx_and_no_request_fails_through_kills_reloads_and_a_bad_
     );
 
     // Per-app figures for the collector start counting here.
-    let stats = |home: &Path| -> serde_json::Value {
-        let out = ironwork(home, &["apps", "stats", "--plugin", "shop"]);
+    let stats_of = |plugin: &str| -> serde_json::Value {
+        let out = ironwork(&home, &["apps", "stats", "--plugin", plugin]);
         assert!(out.status.success(), "{}", text(&out));
         serde_json::from_slice(&out.stdout).expect("stats are JSON")
     };
+    let stats = |_: &Path| stats_of("shop");
     stats(&home);
+    // blog/main has a health path: both workers answer it.
+    let blog = stats_of("blog");
+    let up = blog
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|p| p["name"] == "app.workers_up")
+        .unwrap_or_else(|| panic!("no app.workers_up in {blog}"));
+    assert_eq!(
+        (up["tags"]["app"].as_str(), up["value"].as_f64()),
+        (Some("main"), Some(2.0))
+    );
 
     let load = Load::start(&addr, "/shop/api/");
     std::thread::sleep(Duration::from_millis(500));
