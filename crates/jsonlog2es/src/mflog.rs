@@ -66,5 +66,9 @@ mod tests {
         let added: Vec<&str> = c.transform.add.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(added, ["module", "hostname", "module_version"]);
         assert!(config(Path::new("/h"), None).is_err(), "no url anywhere");
+        // nginx's JSON access log is shipped; its plain-text error log and Redis's are not.
+        let excluded = |name: &str| c.inputs[0].exclude.iter().any(|p| p.matches(name));
+        assert!(excluded("redis.log") && excluded("nginx.log"));
+        assert!(!excluded("nginx_access.log") && !excluded("ringmaster.log"));
     }
 }
