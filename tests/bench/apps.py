@@ -36,14 +36,10 @@ from benchlib import BenchError, log
 
 
 def ensure_binaries(build: bool) -> Path:
-    target = benchlib.cargo_target_dir() / "release"
-    if build:
-        log("building the daemons (release)")
-        subprocess.run(["cargo", "build", "--release", "--workspace", "--bins"], cwd=benchlib.REPO, check=True)
-    for b in ("ironwork", "ringmaster", "conf_monitor"):
-        if not (target / b).exists():
-            raise BenchError(f"{target / b} missing (run without --no-build)")
-    return target
+    """The release directory, with ironwork, ringmaster, conf_monitor and the other daemons."""
+    ironwork = benchlib.release_binaries(build, ["--workspace", "--bins"],
+                                         ["ironwork", "ringmaster", "conf_monitor"])[0]
+    return ironwork.parent
 
 
 def ironwork(bins: Path, home: Path, *args: str) -> str:

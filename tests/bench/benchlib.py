@@ -1,8 +1,8 @@
 """Helpers shared by the benchmark scripts in tests/bench (supervisors.py, pipeline.py,
-logship.py, collector.py, reflector.py).
+logship.py, collector.py, reflector.py, apps.py).
 
 It holds what the scripts do the same way: the repository, cargo target and shared virtualenv
-paths, the error type, progress logging, the virtualenv with pinned PyPI requirements (each
+paths, the error type, the release build of the binaries a script runs, progress logging, the virtualenv with pinned PyPI requirements (each
 script passes its own pins), free loopback ports, a process's CPU time from /proc, percentiles,
 tool versions, a private redis-server on a unix socket, and the header of a report (date, kernel, CPU, exact command line) with the
 formatting of its table cells.
@@ -40,6 +40,21 @@ def cargo_target_dir() -> Path:
 
 class BenchError(Exception):
     """A tool could not be prepared or measured; the message says why."""
+
+
+def release_binaries(build: bool, cargo_args: list[str], binaries: list[str]) -> list[Path]:
+    """`cargo build --release <cargo_args>` unless `build` is false, then the paths of
+    `binaries` (relative to target/release, e.g. `examples/spawn_rate`), each checked to exist."""
+    target = cargo_target_dir() / "release"
+    if build:
+        argv = ["cargo", "build", "--release", *cargo_args]
+        log(shlex.join(argv))
+        subprocess.run(argv, cwd=REPO, check=True)
+    paths = [target / b for b in binaries]
+    for p in paths:
+        if not p.exists():
+            raise BenchError(f"{p} missing (run without --no-build)")
+    return paths
 
 
 def log(message: str) -> None:

@@ -31,17 +31,10 @@ import benchlib
 from benchlib import BenchError, Redis, log
 
 
-def ensure_binaries(build: bool) -> tuple[Path, Path]:
-    target = benchlib.cargo_target_dir() / "release"
-    if build:
-        log("building collector and spawn_rate (release)")
-        subprocess.run(["cargo", "build", "--release", "-p", "collector", "--bin", "collector",
-                        "--example", "spawn_rate"], cwd=benchlib.REPO, check=True)
-    collector, spawn = target / "collector", target / "examples" / "spawn_rate"
-    for b in (collector, spawn):
-        if not b.exists():
-            raise BenchError(f"{b} missing (run without --no-build)")
-    return collector, spawn
+def ensure_binaries(build: bool) -> list[Path]:
+    return benchlib.release_binaries(
+        build, ["-p", "collector", "--bin", "collector", "--example", "spawn_rate"],
+        ["collector", "examples/spawn_rate"])
 
 
 def start_collector(binary: Path, workdir: Path, redis: Redis, settings: str, collections: str):

@@ -40,17 +40,10 @@ import benchlib
 from benchlib import BenchError, Redis, log
 
 
-def ensure_binaries(build: bool) -> tuple[Path, Path]:
-    target = benchlib.cargo_target_dir() / "release"
-    if build:
-        log("building reflector and plain_writer (release)")
-        subprocess.run(["cargo", "build", "--release", "-p", "reflector", "--bin", "reflector",
-                        "--example", "plain_writer"], cwd=benchlib.REPO, check=True)
-    reflector, plain = target / "reflector", target / "examples" / "plain_writer"
-    for b in (reflector, plain):
-        if not b.exists():
-            raise BenchError(f"{b} missing (run without --no-build)")
-    return reflector, plain
+def ensure_binaries(build: bool) -> list[Path]:
+    return benchlib.release_binaries(
+        build, ["-p", "reflector", "--bin", "reflector", "--example", "plain_writer"],
+        ["reflector", "examples/plain_writer"])
 
 
 class Influx:

@@ -63,7 +63,7 @@ struct Line<'a> {
 }
 
 /// Add the access-log lines in `text` that belong to `plugin` to `figures` (app name → figures).
-pub fn tally(text: &[u8], plugin: &str, figures: &mut std::collections::BTreeMap<String, Figures>) {
+fn tally(text: &[u8], plugin: &str, figures: &mut std::collections::BTreeMap<String, Figures>) {
     for line in text.split(|b| *b == b'\n') {
         let Ok(l) = serde_json::from_slice::<Line<'_>>(line) else {
             continue;
@@ -121,7 +121,7 @@ fn read_lines(mut f: &std::fs::File, from: u64) -> std::io::Result<(Vec<u8>, u64
 }
 
 /// The new access-log text since the previous run for the state file `state`, and advance it.
-pub fn new_text(log: &Path, state: &Path) -> std::io::Result<Vec<u8>> {
+fn new_text(log: &Path, state: &Path) -> std::io::Result<Vec<u8>> {
     // One open file for the whole run: a rotation in between cannot mix two files up.
     let file = match std::fs::File::open(log) {
         Ok(f) => f,
@@ -212,21 +212,31 @@ fn workers_up(home: &Home, plugin: &Plugin, app: &AppConfig) -> usize {
 }
 
 /// Where `consumer`'s previous run over `plugin`'s figures stopped.
-pub fn state_file(home: &Home, plugin: &str, consumer: &str) -> PathBuf {
+fn state_file(home: &Home, plugin: &str, consumer: &str) -> PathBuf {
     home.state_dir()
         .join("apps_stats")
         .join(format!("{plugin}.{consumer}.offset"))
 }
 
-/// `ironwork apps stats --plugin P [--consumer C]`: print the points.
-pub fn run(home: &Home, plugin: &Plugin, consumer: &str) -> anyhow::Result<()> {
+/// `plugin`'s figures by app since `consumer`'s previous read (which this one advances).
+pub fn read(
+    home: &Home,
+    plugin: &Plugin,
+    consumer: &str,
+) -> std::io::Result<std::collections::BTreeMap<String, Figures>> {
     let text = new_text(&nginx::access_log(home), &state_file(home, &plugin.name, consumer))?;
-    let mut figures: std::collections::BTreeMap<String, Figures> = plugin
+    let mut figures = plugin
         .apps
         .iter()
         .map(|a| (a.name.clone(), Figures::default()))
         .collect();
     tally(&text, &plugin.name, &mut figures);
+    Ok(figures)
+}
+
+/// `ironwork apps stats --plugin P [--consumer C]`: print the points.
+pub fn run(home: &Home, plugin: &Plugin, consumer: &str) -> anyhow::Result<()> {
+    let figures = read(home, plugin, consumer)?;
     println!("{}", Value::Array(points(home, plugin, &figures)));
     Ok(())
 }

@@ -214,8 +214,9 @@ async fn show(home: &Home) -> anyhow::Result<()> {
 /// The demo app: requests through nginx to both workers, a static file, a restart under load
 /// without a failed request, and the per-app figures the collector gets.
 async fn show_app(home: &Home, front: &str) -> anyhow::Result<()> {
-    let stats_state = crate::app_stats::state_file(home, "demo", "demo");
-    crate::app_stats::new_text(&crate::nginx::access_log(home), &stats_state)?;
+    let plugin = crate::plugin::Plugin::load(&home.plugin_dir("demo"), None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The figures count from here.
+    crate::app_stats::read(home, &plugin, "demo")?;
     say(&format!(
         "the demo app: nginx on {front} in front of two workers of demo/hello (hello.py, one unix socket each)"
     ));
@@ -271,11 +272,8 @@ async fn show_app(home: &Home, front: &str) -> anyhow::Result<()> {
 
     // nginx writes its access log every second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let text = crate::app_stats::new_text(&crate::nginx::access_log(home), &stats_state)?;
-    let mut figures: std::collections::BTreeMap<String, crate::app_stats::Figures> =
-        [("hello".to_string(), crate::app_stats::Figures::default())].into();
-    crate::app_stats::tally(&text, "demo", &mut figures);
-    let f = &figures["hello"];
+    let figures = crate::app_stats::read(home, &plugin, "demo")?;
+    let f = figures.get("hello").context("no figures for demo/hello")?;
     say("per-app figures for the collector (`ironwork apps stats --plugin demo`, log/nginx_access.log)");
     println!(
         "  demo.app.requests = {}   status 2xx = {}   5xx = {}   p99 = {:.1} ms",
