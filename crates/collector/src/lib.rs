@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use ironwork_core::lease::{hostname, Lease, LeaseKeeper};
+use ironwork_core::lease::{node_name, Lease, LeaseKeeper};
 use ironwork_core::messages::names;
 use ironwork_core::Redis;
 use tokio::sync::watch;
@@ -96,7 +96,7 @@ pub async fn start(config: Config, token: CancellationToken, reload: watch::Rece
         stats: stats::Stats::new(),
         api_token,
         started: Instant::now(),
-        id: format!("{}.{}", hostname(), std::process::id()),
+        id: format!("{}.{}", node_name(), std::process::id()),
     });
     let keeper = LeaseKeeper::spawn(
         Lease::new(&redis, names::COLLECTOR_LEASE, settings.leader_ttl),

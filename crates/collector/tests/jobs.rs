@@ -140,8 +140,10 @@ fn a_malformed_job_is_dead_lettered_and_the_flow_goes_on() {
         &[("tick.sh", "echo '[{\"name\":\"tick\",\"value\":1}]'")],
     );
     a.redis.cli(&["LPUSH", "collector.job.queue", "{not a job"]);
-    assert!(wait_for(Duration::from_secs(5), || a.llen("collector.job.queue.dead") == 1));
-    let dead = a.list("collector.job.queue.dead");
+    assert!(wait_for(Duration::from_secs(5), || a
+        .llen("{collector.job.queue}.dead")
+        == 1));
+    let dead = a.list("{collector.job.queue}.dead");
     assert!(
         dead[0]["reason"].as_str().unwrap().contains("not a collection job"),
         "{}",

@@ -1,5 +1,7 @@
 //! Redis connections: URL parsing, one shared multiplexed connection per daemon, dedicated
-//! connections for blocking pops, and a retry loop that rides out Redis restarts.
+//! connections for blocking pops, and a retry loop that rides out Redis restarts. The server is
+//! one Redis, a Redis Cluster (slots, redirections, pipelines cut into same-slot runs) or the
+//! master Sentinel names (asked again after a failover) ([`Endpoint`], [`Conn`]).
 //!
 //! Every command a daemon sends goes through [`Redis::retry`], which retries transient failures
 //! (connection refused or dropped, timeouts, `LOADING` after a restart, failovers) forever with
@@ -10,23 +12,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, RedisError, RetryMethod};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RetryMethod, Value};
+use tokio::sync::Mutex;
 
 use crate::backoff::Backoff;
-
-/// The connection type every queue operation runs on.
-///
-/// A single server today (TCP or unix socket). Redis Cluster or Sentinel support means turning
-/// this alias into an enum that implements `redis::aio::ConnectionLike`; callers only issue
-/// commands through that trait, so they do not change.
-pub type Conn = ConnectionManager;
 
 /// How a daemon reaches Redis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisSettings {
     /// `redis+unix:///path/redis.sock`, `unix:///path/redis.sock`, `redis://host:port[/db]`,
-    /// or a bare absolute socket path.
+    /// a bare absolute socket path, `redis+cluster://host:port,host:port` or
+    /// `redis+sentinel://host:port,host:port/<master>[/db]` (see [`Endpoint::parse`]).
     pub url: String,
     /// Delay policy between retries of a failed command.
     pub backoff: Backoff,
@@ -66,7 +66,7 @@ pub enum ConnectionError {
     },
 }
 
-/// Normalise the URL forms operators write into one the client library accepts.
+/// Normalise the URL forms operators write for one server into one the client library accepts.
 ///
 /// A bare absolute path is taken as a unix socket, as Metwork's `redis_unix_socket` key is.
 pub fn normalize_url(url: &str) -> String {
@@ -77,10 +77,409 @@ pub fn normalize_url(url: &str) -> String {
     }
 }
 
+/// Where Redis is: one server, a Redis Cluster, or a master found through Sentinel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// One server (TCP or unix socket), its URL normalised.
+    Single(String),
+    /// A Redis Cluster: the seed nodes (`redis://host:port`), any of which gives the topology.
+    Cluster {
+        /// Seed nodes.
+        nodes: Vec<String>,
+        /// ACL user, if any.
+        username: Option<String>,
+        /// Password, if any.
+        password: Option<String>,
+    },
+    /// The master Sentinel names `master`, asked of the first sentinel that answers.
+    Sentinel {
+        /// Sentinels (`redis://host:port`).
+        sentinels: Vec<String>,
+        /// The monitored master's name.
+        master: String,
+        /// The database on the master.
+        db: i64,
+        /// ACL user on the master, if any.
+        username: Option<String>,
+        /// Password on the master, if any.
+        password: Option<String>,
+    },
+}
+
+impl Endpoint {
+    /// Parse a URL:
+    /// - one server: `redis://[[user]:password@]host[:port][/db]`, `unix:///path`,
+    ///   `redis+unix:///path`, or a bare absolute socket path;
+    /// - a cluster: `redis+cluster://[[user]:password@]host:port[,host:port…]` (port 6379 by
+    ///   default); any reachable node gives the whole topology;
+    /// - Sentinel: `redis+sentinel://[[user]:password@]host:port[,host:port…]/<master>[/db]`
+    ///   (port 26379 by default); the credentials are the master's.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let url = url.trim();
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let (auth, hosts, path) = split_multi_host(rest, 6379)?;
+            if !path.is_empty() {
+                return Err("a cluster has no databases: nothing may follow the host list".into());
+            }
+            return Ok(Self::Cluster {
+                nodes: hosts,
+                username: auth.0,
+                password: auth.1,
+            });
+        }
+        if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            let (auth, hosts, path) = split_multi_host(rest, 26379)?;
+            let mut parts = path.split('/').filter(|p| !p.is_empty());
+            let master = parts
+                .next()
+                .ok_or("name the master after the sentinels: redis+sentinel://host:26379/mymaster")?;
+            let db = match parts.next() {
+                Some(d) => d.parse().map_err(|_| format!("bad database {d:?}"))?,
+                None => 0,
+            };
+            return Ok(Self::Sentinel {
+                sentinels: hosts,
+                master: master.to_string(),
+                db,
+                username: auth.0,
+                password: auth.1,
+            });
+        }
+        let normal = normalize_url(url);
+        normal.as_str().into_connection_info().map_err(|e| e.to_string())?;
+        Ok(Self::Single(normal))
+    }
+}
+
+type Credentials = (Option<String>, Option<String>);
+
+/// `[[user]:password@]h:p,h:p[/path]` → credentials, `redis://h:p` URLs, path.
+fn split_multi_host(rest: &str, default_port: u16) -> Result<(Credentials, Vec<String>, &str), String> {
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (auth, hosts) = match authority.rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, authority),
+    };
+    let credentials = match auth.map(|a| a.split_once(':').unwrap_or((a, ""))) {
+        None => (None, None),
+        Some((user, pw)) => (
+            Some(user.to_string()).filter(|u| !u.is_empty()),
+            Some(pw.to_string()).filter(|p| !p.is_empty()),
+        ),
+    };
+    let mut out = Vec::new();
+    for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        let (h, p) = match host.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || host.starts_with('[') => (h, p),
+            _ => (host, ""),
+        };
+        let port: u16 = if p.is_empty() {
+            default_port
+        } else {
+            p.parse().map_err(|_| format!("bad port {p:?} in {host:?}"))?
+        };
+        if h.is_empty() {
+            return Err(format!("missing host in {host:?}"));
+        }
+        out.push(format!("redis://{h}:{port}"));
+    }
+    if out.is_empty() {
+        return Err("no host given".into());
+    }
+    Ok((credentials, out, path))
+}
+
+/// The connection every queue operation runs on: one server (a reconnecting multiplexed
+/// connection), a Redis Cluster, or the master Sentinel currently names. Callers only issue
+/// commands through [`redis::aio::ConnectionLike`], whatever the kind.
+#[derive(Clone)]
+pub enum Conn {
+    /// One server.
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConn),
+    /// A master behind Sentinel.
+    Sentinel(SentinelConn),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Conn::Single(_) => "Conn::Single",
+            Conn::Cluster(_) => "Conn::Cluster",
+            Conn::Sentinel(_) => "Conn::Sentinel",
+        })
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => Box::pin(c.command(cmd)),
+            Conn::Sentinel(c) => Box::pin(c.command(cmd)),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => Box::pin(c.pipeline(pipeline, offset, count)),
+            Conn::Sentinel(c) => Box::pin(c.pipeline(pipeline, offset, count)),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(_) => 0,
+            Conn::Sentinel(c) => c.db,
+        }
+    }
+}
+
+/// A Redis Cluster connection, opened at first use (a daemon may start before its Redis) and
+/// then kept: the client follows `MOVED`/`ASK` and topology changes itself.
+///
+/// A transaction (`MULTI`) must touch one slot, as Redis requires. Other pipelines may span
+/// slots: they are sent as consecutive same-slot runs, in order, one round trip each, so what
+/// a pipeline means (ordered commands, no atomicity) holds on a cluster too.
+#[derive(Clone)]
+pub struct ClusterConn {
+    client: Arc<ClusterClient>,
+    conn: Arc<Mutex<Option<ClusterConnection>>>,
+}
+
+impl ClusterConn {
+    fn new(endpoint: &Endpoint, settings: &RedisSettings, response_timeout: Duration) -> Result<Self, RedisError> {
+        let Endpoint::Cluster {
+            nodes,
+            username,
+            password,
+        } = endpoint
+        else {
+            unreachable!("a cluster connection needs a cluster endpoint")
+        };
+        let mut builder = ClusterClient::builder(nodes.iter().map(String::as_str))
+            .connection_timeout(settings.connect_timeout)
+            .response_timeout(response_timeout)
+            .retries(4);
+        if let Some(u) = username {
+            builder = builder.username(u);
+        }
+        if let Some(p) = password {
+            builder = builder.password(p);
+        }
+        Ok(Self {
+            client: Arc::new(builder.build()?),
+            conn: Default::default(),
+        })
+    }
+
+    async fn get(&self) -> Result<ClusterConnection, RedisError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = &*slot {
+            return Ok(c.clone());
+        }
+        let c = self.client.get_async_connection().await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn command(&self, cmd: &Cmd) -> Result<Value, RedisError> {
+        self.get().await?.req_packed_command(cmd).await
+    }
+
+    async fn pipeline(&self, pipeline: &Pipeline, offset: usize, count: usize) -> Result<Vec<Value>, RedisError> {
+        let mut c = self.get().await?;
+        let runs = same_slot_runs(pipeline);
+        if pipeline.is_transaction() || runs.len() <= 1 {
+            return c.req_packed_commands(pipeline, offset, count).await;
+        }
+        let mut out = Vec::with_capacity(pipeline.len());
+        for run in runs {
+            let mut part = redis::pipe();
+            for cmd in run {
+                part.add_command(cmd.clone());
+            }
+            out.extend(c.req_packed_commands(&part, 0, part.len()).await?);
+        }
+        Ok(out)
+    }
+}
+
+/// A pipeline's commands cut into consecutive runs whose keys share a slot; commands without
+/// a key join the run they are in.
+fn same_slot_runs(pipeline: &Pipeline) -> Vec<Vec<&Cmd>> {
+    let mut runs: Vec<(Option<u16>, Vec<&Cmd>)> = Vec::new();
+    for cmd in pipeline.cmd_iter() {
+        let slot = command_slot(cmd);
+        match runs.last_mut() {
+            Some((run_slot, run)) if slot.is_none() || *run_slot == slot || run_slot.is_none() => {
+                if run_slot.is_none() {
+                    *run_slot = slot;
+                }
+                run.push(cmd);
+            }
+            _ => runs.push((slot, vec![cmd])),
+        }
+    }
+    runs.into_iter().map(|(_, run)| run).collect()
+}
+
+/// The cluster slot of a command's first key: the first argument, or for `EVAL`/`EVALSHA`/
+/// `FCALL` the first key after the key count. `None` for commands without a key.
+fn command_slot(cmd: &Cmd) -> Option<u16> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|a| match a {
+            redis::Arg::Simple(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    let name = args.first()?.to_ascii_uppercase();
+    let key = match name.as_slice() {
+        b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
+            let n: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
+            if n == 0 {
+                return None;
+            }
+            args.get(3)?
+        }
+        b"MULTI" | b"EXEC" | b"DISCARD" | b"PING" | b"INFO" | b"SCRIPT" | b"SELECT" | b"CLIENT" => return None,
+        _ => args.get(1)?,
+    };
+    Some(key_slot(key))
+}
+
+/// Redis Cluster's slot of `key`: CRC16 (XMODEM) of its hash tag, or of the whole key, mod 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    crc16_xmodem(hash_tag(key).unwrap_or(key)) % 16384
+}
+
+/// The hash tag of `key`: what lies between its first `{` and the next `}`, if not empty.
+pub fn hash_tag(key: &[u8]) -> Option<&[u8]> {
+    let open = key.iter().position(|&b| b == b'{')?;
+    let rest = &key[open + 1..];
+    let close = rest.iter().position(|&b| b == b'}')?;
+    (close > 0).then(|| &rest[..close])
+}
+
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= (b as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The master Sentinel names, re-asked whenever the connection to it fails or it answers as a
+/// replica (`READONLY`): after a failover the next retry reaches the new master.
+#[derive(Clone)]
+pub struct SentinelConn {
+    inner: Arc<SentinelInner>,
+    db: i64,
+}
+
+struct SentinelInner {
+    sentinel: Mutex<SentinelClient>,
+    current: Mutex<Option<MultiplexedConnection>>,
+    config: AsyncConnectionConfig,
+}
+
+impl SentinelConn {
+    fn new(endpoint: &Endpoint, settings: &RedisSettings, response_timeout: Duration) -> Result<Self, RedisError> {
+        let Endpoint::Sentinel {
+            sentinels,
+            master,
+            db,
+            username,
+            password,
+        } = endpoint
+        else {
+            unreachable!("a sentinel connection needs a sentinel endpoint")
+        };
+        let mut info = redis::RedisConnectionInfo::default().set_db(*db);
+        if let Some(u) = username {
+            info = info.set_username(u);
+        }
+        if let Some(p) = password {
+            info = info.set_password(p);
+        }
+        let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
+        let client = SentinelClient::build(
+            sentinels.iter().map(String::as_str).collect(),
+            master.clone(),
+            Some(node),
+            SentinelServerType::Master,
+        )?;
+        Ok(Self {
+            inner: Arc::new(SentinelInner {
+                sentinel: Mutex::new(client),
+                current: Mutex::new(None),
+                config: AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(settings.connect_timeout))
+                    .set_response_timeout(Some(response_timeout)),
+            }),
+            db: *db,
+        })
+    }
+
+    async fn get(&self) -> Result<MultiplexedConnection, RedisError> {
+        let mut current = self.inner.current.lock().await;
+        if let Some(c) = &*current {
+            return Ok(c.clone());
+        }
+        let client = self.inner.sentinel.lock().await.async_get_client().await?;
+        let c = client
+            .get_multiplexed_async_connection_with_config(&self.inner.config)
+            .await?;
+        *current = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn forget_on<T>(&self, r: Result<T, RedisError>) -> Result<T, RedisError> {
+        if let Err(e) = &r {
+            if is_transient(e) {
+                *self.inner.current.lock().await = None;
+            }
+        }
+        r
+    }
+
+    async fn command(&self, cmd: &Cmd) -> Result<Value, RedisError> {
+        let r = match self.get().await {
+            Ok(mut c) => c.req_packed_command(cmd).await,
+            Err(e) => Err(e),
+        };
+        self.forget_on(r).await
+    }
+
+    async fn pipeline(&self, pipeline: &Pipeline, offset: usize, count: usize) -> Result<Vec<Value>, RedisError> {
+        let r = match self.get().await {
+            Ok(mut c) => c.req_packed_commands(pipeline, offset, count).await,
+            Err(e) => Err(e),
+        };
+        self.forget_on(r).await
+    }
+}
+
 /// A daemon's handle on Redis: cheap to clone, shares one multiplexed connection.
 #[derive(Clone)]
 pub struct Redis {
-    client: redis::Client,
+    endpoint: Arc<Endpoint>,
     shared: Conn,
     settings: Arc<RedisSettings>,
     healthy: Arc<AtomicBool>,
@@ -102,24 +501,22 @@ impl Redis {
 
     /// Open a handle with explicit settings. Does not connect yet.
     pub fn with_settings(settings: RedisSettings) -> Result<Self, ConnectionError> {
-        let url = normalize_url(&settings.url);
-        let invalid = |source| ConnectionError::InvalidUrl {
+        let endpoint = Endpoint::parse(&settings.url).map_err(|e| ConnectionError::InvalidUrl {
             url: settings.url.clone(),
-            source,
-        };
-        let info = url.as_str().into_connection_info().map_err(invalid)?;
-        let client = redis::Client::open(info).map_err(invalid)?;
-        let shared = ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            manager_config(&settings, Some(settings.response_timeout)),
-        )
-        .map_err(invalid)?;
+            source: RedisError::from((redis::ErrorKind::InvalidClientConfig, "invalid url", e)),
+        })?;
+        let shared = open_conn(&endpoint, &settings, settings.response_timeout)?;
         Ok(Self {
-            client,
+            endpoint: Arc::new(endpoint),
             shared,
             settings: Arc::new(settings),
             healthy: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Where this handle's Redis is.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// The settings this handle was opened with.
@@ -137,14 +534,7 @@ impl Redis {
     /// Its reply timeout is `block` plus the normal response timeout, so a server that vanished
     /// without closing the socket is still noticed.
     pub fn blocking_conn(&self, block: Duration) -> Result<Conn, ConnectionError> {
-        ConnectionManager::new_lazy_with_config(
-            self.client.clone(),
-            manager_config(&self.settings, Some(block + self.settings.response_timeout)),
-        )
-        .map_err(|source| ConnectionError::InvalidUrl {
-            url: self.settings.url.clone(),
-            source,
-        })
+        open_conn(&self.endpoint, &self.settings, block + self.settings.response_timeout)
     }
 
     /// Whether the last command sent through [`Redis::retry`] succeeded.
@@ -211,14 +601,39 @@ impl Redis {
     }
 }
 
-fn manager_config(settings: &RedisSettings, response_timeout: Option<Duration>) -> ConnectionManagerConfig {
-    // The manager's own reconnect loop is kept short: `Redis::retry` owns the long-term policy.
-    ConnectionManagerConfig::new()
-        .set_min_delay(settings.backoff.initial)
-        .set_max_delay(settings.backoff.max)
-        .set_number_of_retries(2)
-        .set_connection_timeout(Some(settings.connect_timeout))
-        .set_response_timeout(response_timeout)
+/// A lazy connection of the endpoint's kind whose replies may take up to `response_timeout`.
+fn open_conn(
+    endpoint: &Endpoint,
+    settings: &RedisSettings,
+    response_timeout: Duration,
+) -> Result<Conn, ConnectionError> {
+    let invalid = |source| ConnectionError::InvalidUrl {
+        url: settings.url.clone(),
+        source,
+    };
+    match endpoint {
+        Endpoint::Single(url) => {
+            let info = url.as_str().into_connection_info().map_err(invalid)?;
+            let client = redis::Client::open(info).map_err(invalid)?;
+            // The manager's own reconnect loop is kept short: `Redis::retry` owns the long-term
+            // policy.
+            let config = ConnectionManagerConfig::new()
+                .set_min_delay(settings.backoff.initial)
+                .set_max_delay(settings.backoff.max)
+                .set_number_of_retries(2)
+                .set_connection_timeout(Some(settings.connect_timeout))
+                .set_response_timeout(Some(response_timeout));
+            Ok(Conn::Single(
+                ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)?,
+            ))
+        }
+        Endpoint::Cluster { .. } => Ok(Conn::Cluster(
+            ClusterConn::new(endpoint, settings, response_timeout).map_err(invalid)?,
+        )),
+        Endpoint::Sentinel { .. } => Ok(Conn::Sentinel(
+            SentinelConn::new(endpoint, settings, response_timeout).map_err(invalid)?,
+        )),
+    }
 }
 
 /// Whether retrying `err` later may succeed: the connection broke, timed out, or the server is

@@ -45,7 +45,7 @@ impl Lease {
     pub fn new(redis: &Redis, key: impl Into<String>, ttl: Duration) -> Self {
         let token = format!(
             "{}.{}.{:016x}",
-            hostname(),
+            node_name(),
             std::process::id(),
             rand::rng().random::<u64>()
         );
@@ -220,7 +220,17 @@ async fn keep(lease: Lease, token: CancellationToken, tx: watch::Sender<bool>) {
     }
 }
 
-/// This machine's host name, for tokens and consumer ids.
+/// This node's name, for lease tokens and consumer ids: `$IRONWORK_NODE` (the module sets it
+/// from `[node] name`), else the host name. Nodes sharing a Redis need different names, which
+/// two nodes on one machine only get from `IRONWORK_NODE`.
+pub fn node_name() -> String {
+    std::env::var("IRONWORK_NODE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(hostname)
+}
+
+/// This machine's host name.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())

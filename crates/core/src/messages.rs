@@ -57,30 +57,51 @@ pub mod names {
         format!("{STEP_PREFIX}.{plugin}.{step}")
     }
 
-    /// `<queue>.processing.<consumer>`: a reliable consumer's in-flight list.
+    /// The name of a key that goes with `queue`: `{<queue>}.<suffix>`, the queue's name as the
+    /// hash tag, so on a Redis Cluster it lives in the queue's own slot and one script or
+    /// transaction can move messages between them. A queue name that already carries a hash tag
+    /// keeps it (`{a}.b` → `{a}.b.<suffix>`). The queue itself keeps its plain name: the slot of
+    /// `step.a.b` is the slot of `{step.a.b}`.
+    pub fn derived(queue: &str, suffix: &str) -> String {
+        if crate::connection::hash_tag(queue.as_bytes()).is_some() {
+            format!("{queue}.{suffix}")
+        } else {
+            format!("{{{queue}}}.{suffix}")
+        }
+    }
+
+    /// `{<queue>}.processing.<consumer>`: a reliable consumer's in-flight list.
     pub fn processing(queue: &str, consumer: &str) -> String {
-        format!("{queue}.processing.{consumer}")
+        derived(queue, &format!("processing.{consumer}"))
     }
 
-    /// `<queue>.consumer.<consumer>`: present (with a TTL) while that reliable consumer lives.
+    /// `{<queue>}.consumer.<consumer>`: present (with a TTL) while that reliable consumer lives.
     pub fn consumer_alive(queue: &str, consumer: &str) -> String {
-        format!("{queue}.consumer.{consumer}")
+        derived(queue, &format!("consumer.{consumer}"))
     }
 
-    /// `<queue>.consumers`: set of the reliable consumers that heartbeat on that queue.
+    /// `{<queue>}.consumers`: set of the reliable consumers that heartbeat on that queue.
     pub fn consumers(queue: &str) -> String {
-        format!("{queue}.consumers")
+        derived(queue, "consumers")
     }
 
-    /// `<queue>.delayed`: sorted set (score = due epoch seconds) of messages waiting to re-enter
-    /// the queue, for retries with backoff.
+    /// `{<queue>}.delayed`: sorted set (score = due epoch seconds) of messages waiting to
+    /// re-enter the queue, for retries with backoff.
     pub fn delayed(queue: &str) -> String {
-        format!("{queue}.delayed")
+        derived(queue, "delayed")
     }
 
-    /// `<queue>.dead`: messages a consumer could not use, with the reason.
+    /// `{<queue>}.dead`: messages a consumer could not use, with the reason.
     pub fn dead(queue: &str) -> String {
-        format!("{queue}.dead")
+        derived(queue, "dead")
+    }
+
+    /// The queue a derived key belongs to (`{q}.dead` → `q`), or `None` for other keys.
+    pub fn queue_of(key: &str) -> Option<&str> {
+        let rest = key.strip_prefix('{')?;
+        let (queue, suffix) = rest.split_once("}.")?;
+        let known = ["processing.", "consumer.", "consumers", "delayed", "dead"];
+        known.iter().any(|k| suffix.starts_with(k)).then_some(queue)
     }
 }
 
@@ -501,7 +522,35 @@ mod tests {
     #[test]
     fn derived_key_names() {
         assert_eq!(names::step_queue("ungzip", "main"), "step.ungzip.main");
-        assert_eq!(names::processing("step.a.b", "host1.0"), "step.a.b.processing.host1.0");
+        assert_eq!(
+            names::processing("step.a.b", "host1.0"),
+            "{step.a.b}.processing.host1.0"
+        );
         assert_eq!(names::dead("{q}"), "{q}.dead");
+        assert_eq!(names::dead("{q}.x"), "{q}.x.dead");
+        assert_eq!(names::delayed("q"), "{q}.delayed");
+        assert_eq!(names::queue_of("{step.a.b}.processing.h.1"), Some("step.a.b"));
+        assert_eq!(names::queue_of("{q}.dead"), Some("q"));
+        assert_eq!(names::queue_of("step.a.b"), None);
+    }
+
+    #[test]
+    fn derived_keys_share_their_queue_slot() {
+        use crate::connection::key_slot;
+        for q in ["step.a.b", "collector.job.queue", "metrics.send.queue", "{t}.x"] {
+            let slot = key_slot(q.as_bytes());
+            for k in [
+                names::processing(q, "c1"),
+                names::consumer_alive(q, "c1"),
+                names::consumers(q),
+                names::delayed(q),
+                names::dead(q),
+            ] {
+                assert_eq!(key_slot(k.as_bytes()), slot, "{k} is not in {q}'s slot");
+            }
+        }
+        // Redis's own examples (CLUSTER KEYSLOT).
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
     }
 }

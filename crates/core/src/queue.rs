@@ -2,13 +2,13 @@
 //! with acknowledgement and recovery, and dead-lettering.
 //!
 //! Producers `LPUSH`, consumers pop from the right, so a list is FIFO (Metwork's convention).
-//! A reliable consumer moves each message into its own `<queue>.processing.<consumer>` list
+//! A reliable consumer moves each message into its own `{<queue>}.processing.<consumer>` list
 //! (`LMOVE`/`BLMOVE`) and removes it only when the caller acknowledges it; a consumer restarted
 //! under the same id puts its predecessor's in-flight messages back at the head of the queue.
 //! Every operation is one round trip whatever the batch size (a variadic command or a script).
 //!
-//! For Redis Cluster, give a queue a hash tag (`{step.a.b}`): the derived processing and dead
-//! keys keep it, so the multi-key operations stay in one slot.
+//! The keys that go with a queue carry its name as their hash tag ([`names::derived`]), so on a
+//! Redis Cluster every multi-key operation on a queue stays in the queue's slot.
 
 use std::time::Duration;
 
@@ -73,7 +73,7 @@ impl Queue {
         &self.name
     }
 
-    /// The dead-letter list's key, `<queue>.dead`.
+    /// The dead-letter list's key, `{<queue>}.dead`.
     pub fn dead_name(&self) -> &str {
         &self.dead
     }
@@ -132,7 +132,7 @@ impl Queue {
         Ok(self.len().await? == 0)
     }
 
-    /// Number of dead letters waiting in `<queue>.dead`.
+    /// Number of dead letters waiting in `{<queue>}.dead`.
     pub async fn dead_len(&self) -> Result<u64> {
         self.llen(&self.dead).await
     }
@@ -195,7 +195,7 @@ impl Queue {
         Ok(conn.clone())
     }
 
-    /// Put `payload` on `<queue>.dead` with the reason, trimming the list to `cap` entries.
+    /// Put `payload` on `{<queue>}.dead` with the reason, trimming the list to `cap` entries.
     ///
     /// Returns how many old dead letters the trim dropped (logged at WARN by the caller's policy).
     pub async fn dead_letter(&self, consumer: &str, payload: &[u8], reason: &str, cap: u64) -> Result<u64> {
@@ -411,7 +411,7 @@ return n
 ";
 
 /// A consumer whose popped messages survive its death: each pop moves the message into
-/// `<queue>.processing.<consumer>`, [`ReliableConsumer::ack`] removes it once its effect is
+/// `{<queue>}.processing.<consumer>`, [`ReliableConsumer::ack`] removes it once its effect is
 /// durable, and [`ReliableConsumer::recover`] (called at start) re-queues what a previous
 /// incarnation with the same id left in flight.
 ///
@@ -482,8 +482,8 @@ impl ReliableConsumer {
         Ok(n)
     }
 
-    /// Mark this consumer alive for `ttl` (`SET <queue>.consumer.<id> PX`) and register it in
-    /// `<queue>.consumers`. Consumers that call this every `ttl / 3` keep
+    /// Mark this consumer alive for `ttl` (`SET {<queue>}.consumer.<id> PX`) and register it in
+    /// `{<queue>}.consumers`. Consumers that call this every `ttl / 3` keep
     /// [`ReliableConsumer::recover_orphans`] of their peers away from their in-flight messages.
     pub async fn heartbeat(&self, ttl: Duration) -> Result<()> {
         let ms = ttl.as_millis().max(1) as u64;
@@ -671,7 +671,7 @@ impl ReliableConsumer {
             .map_err(self.queue.err("ack"))
     }
 
-    /// Move a delivery to `<queue>.dead` with `reason`, atomically acknowledging it.
+    /// Move a delivery to `{<queue>}.dead` with `reason`, atomically acknowledging it.
     pub async fn dead_letter(&self, delivery: &Delivery, reason: &str, cap: u64) -> Result<u64> {
         let letter = dead_letter_json(self.queue.name(), &self.consumer, &delivery.payload, reason);
         let mut pipe = redis::pipe();

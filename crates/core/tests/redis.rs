@@ -231,7 +231,7 @@ async fn malformed_payload_lands_in_dead_letters_with_its_reason() {
     assert_eq!(consumer.in_flight().await.expect("llen"), 0);
 
     assert_eq!(q.dead_len().await.expect("dead len"), 2);
-    let raw = server.cli(&["LRANGE", "step.demo.main.dead", "0", "-1"]);
+    let raw = server.cli(&["LRANGE", "{step.demo.main}.dead", "0", "-1"]);
     let letters: Vec<DeadLetter> = raw
         .lines()
         .map(|l| serde_json::from_str(l).expect("dead letter is json"))
@@ -421,11 +421,14 @@ async fn acks_in_any_order_remove_exactly_the_acknowledged() {
     assert_eq!(got.len(), 5);
     // Out of order: the newest and a middle one first.
     assert_eq!(consumer.ack(&[got[4].clone(), got[2].clone()]).await.expect("ack"), 2);
-    let left = server.cli(&["LRANGE", "acks.processing.c", "0", "-1"]);
+    let left = server.cli(&["LRANGE", "{acks}.processing.c", "0", "-1"]);
     assert_eq!(left.trim(), "m00003\nm00001\nm00000");
     // Then the oldest two, in delivery order (the LTRIM path), then the last.
     assert_eq!(consumer.ack(&got[..2]).await.expect("ack"), 2);
-    assert_eq!(server.cli(&["LRANGE", "acks.processing.c", "0", "-1"]).trim(), "m00003");
+    assert_eq!(
+        server.cli(&["LRANGE", "{acks}.processing.c", "0", "-1"]).trim(),
+        "m00003"
+    );
     assert_eq!(consumer.ack(&[got[3].clone()]).await.expect("ack"), 1);
     assert_eq!(consumer.in_flight().await.expect("llen"), 0);
     // Acknowledging again is harmless.

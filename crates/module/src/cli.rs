@@ -47,6 +47,16 @@ pub enum Command {
     /// Watchers, queue depths, the configuration's state, recent errors; exit 1 when something
     /// is down or the configuration was refused.
     Status,
+    /// Run one watcher of the generated ringmaster.ini in the foreground, in place of this
+    /// process, as ringmaster would start it (what the systemd units and containers run).
+    Exec {
+        /// `NAME[:WID]`: the watcher and its worker number (1 by default).
+        #[arg(required_unless_present = "list")]
+        watcher: Option<String>,
+        /// Print the plugin workers (`NAME:WID`, one per line) the `ironwork-watcher@` units run.
+        #[arg(long)]
+        list: bool,
+    },
     /// The whole stack on a temporary home with a demo plugin, shown working, then stopped.
     Demo {
         /// Keep the temporary home afterwards.
@@ -172,6 +182,17 @@ pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
                 println!("ringmaster was not running");
             }
             Ok(0)
+        }
+        Command::Exec { watcher, list } => {
+            let home = home(cli.home)?;
+            if list {
+                for worker in crate::lifecycle::plugin_workers(&home)? {
+                    println!("{worker}");
+                }
+                return Ok(0);
+            }
+            let spec = watcher.unwrap_or_default();
+            Err(crate::lifecycle::exec(&home, &spec))
         }
         Command::Demo { keep } => {
             crate::demo::run(keep).await?;

@@ -233,6 +233,9 @@ fn ringmaster_ini(home: &Home, settings: &Settings, plugins: &[&Plugin], bin_dir
 
     o.section("env");
     o.kv("IRONWORK_HOME", path(&home.root));
+    if let Some(node) = &settings.node_name {
+        o.kv("IRONWORK_NODE", node);
+    }
 
     if redis.managed() {
         o.section("watcher:redis");
@@ -619,7 +622,7 @@ pub const APPS_COLLECTION: &str = "apps";
 fn collector_ini(home: &Home, settings: &Settings, plugins: &[&Plugin], bin_dir: &Path) -> String {
     let mut o = Out(String::from(HEADER));
     let keys: Vec<(String, String)> = vec![
-        ("redis".into(), settings.redis.url_for_daemons(home)),
+        ("redis".into(), settings.redis.shared_url_for_daemons(home)),
         ("token_file".into(), path(&home.state_dir().join("collector.token"))),
         ("log_roots".into(), path(&home.log_dir())),
     ];
@@ -662,7 +665,7 @@ fn collector_ini(home: &Home, settings: &Settings, plugins: &[&Plugin], bin_dir:
 /// order and each plugin's reflections in file order (the order they fire in).
 fn reflector_ini(home: &Home, settings: &Settings, plugins: &[&Plugin]) -> String {
     let mut o = Out(String::from(HEADER));
-    let mut keys: Vec<(String, String)> = vec![("redis".into(), settings.redis.url_for_daemons(home))];
+    let mut keys: Vec<(String, String)> = vec![("redis".into(), settings.redis.shared_url_for_daemons(home))];
     if let Some(url) = &settings.influxdb.url {
         let authority = url
             .trim_start_matches("http://")

@@ -1,7 +1,8 @@
 //! Running a home's stack: `start` (ringmaster in the background on the generated
 //! configuration, waited for until every watcher is up), `stop` (ringmaster's ordered `quit`:
 //! steps first, Redis last) and `status` (watchers, queue depths, conf_monitor's verdict,
-//! recent errors), all through ringmaster's control socket and Redis.
+//! recent errors), all through ringmaster's control socket and Redis; and, without ringmaster,
+//! one watcher's process in the foreground (`exec`, what systemd units and containers run).
 
 use std::fmt::Write as _;
 use std::os::unix::process::CommandExt;
@@ -275,9 +276,12 @@ pub async fn status(home: &Home) -> anyhow::Result<Report> {
         report.watchers = ws;
     }
     if report.running {
-        let url = match crate::settings::Settings::load(home) {
-            Ok(s) => s.redis.url_for_daemons(home),
-            Err(_) => format!("unix://{}", home.redis_socket().display()),
+        let (url, shared_url) = match crate::settings::Settings::load(home) {
+            Ok(s) => (s.redis.url_for_daemons(home), s.redis.shared_url_for_daemons(home)),
+            Err(_) => {
+                let own = format!("unix://{}", home.redis_socket().display());
+                (own.clone(), own)
+            }
         };
         // Every step's queue is listed, the empty ones too (Redis drops empty lists).
         let known: Vec<String> = report
@@ -286,7 +290,12 @@ pub async fn status(home: &Home) -> anyhow::Result<Report> {
             .filter(|w| w.name.starts_with("step."))
             .map(|w| w.name.clone())
             .collect();
-        match tokio::time::timeout(Duration::from_secs(5), redis_view(&url, &known)).await {
+        let view = async {
+            let (mut queues, conf) = redis_view(&url, &known).await?;
+            queues.extend(shared_view(&shared_url).await?);
+            anyhow::Ok((queues, conf))
+        };
+        match tokio::time::timeout(Duration::from_secs(5), view).await {
             Ok(Ok((queues, conf))) => {
                 report.queues = queues;
                 report.conf_monitor = conf;
@@ -303,31 +312,30 @@ async fn redis_view(url: &str, known: &[String]) -> anyhow::Result<(Vec<QueueDep
     let client = redis::Client::open(ironwork_core::connection::normalize_url(url).as_str())?;
     let mut c = client.get_multiplexed_async_connection().await?;
     let mut keys: Vec<String> = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg("step.*")
-            .arg("TYPE")
-            .arg("list")
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut c)
-            .await?;
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
+    // The queues, and the keys that go with them (`{step.a.b}.dead`, …).
+    for pattern in ["step.*", "{step.*"] {
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("TYPE")
+                .arg("list")
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
         }
     }
     let mut names_seen: std::collections::BTreeSet<String> = known.iter().cloned().collect();
     for k in &keys {
-        let base = match k.find(".processing.") {
-            Some(i) => &k[..i],
-            None => k.strip_suffix(".dead").unwrap_or(k),
-        };
-        names_seen.insert(base.to_string());
+        names_seen.insert(names::queue_of(k).unwrap_or(k).to_string());
     }
     let mut queues: Vec<QueueDepth> = Vec::new();
     for k in &names_seen {
@@ -346,10 +354,21 @@ async fn redis_view(url: &str, known: &[String]) -> anyhow::Result<(Vec<QueueDep
             dead,
         });
     }
-    // The metric pipeline's queues, when they hold anything (waiting or dead).
+    let conf: Option<String> = redis::cmd("GET")
+        .arg(names::CONF_MONITOR_STATUS)
+        .query_async(&mut c)
+        .await?;
+    Ok((queues, conf.and_then(|s| serde_json::from_str(&s).ok())))
+}
+
+/// The metric pipeline's queues in the collector's and reflector's Redis (`[redis] shared_url`,
+/// which may be a cluster), when they hold anything (waiting or dead).
+async fn shared_view(url: &str) -> anyhow::Result<Vec<QueueDepth>> {
+    let redis = ironwork_core::Redis::open(url)?;
+    let mut queues = Vec::new();
     for k in [names::COLLECTOR_JOB, names::COLLECTOR_DATA, names::METRICS_SEND] {
-        let waiting: u64 = redis::cmd("LLEN").arg(k).query_async(&mut c).await?;
-        let dead: u64 = redis::cmd("LLEN").arg(names::dead(k)).query_async(&mut c).await?;
+        let q = ironwork_core::Queue::new(&redis, k);
+        let (waiting, dead) = (q.len().await?, q.dead_len().await?);
         if waiting + dead > 0 {
             queues.push(QueueDepth {
                 queue: k.to_string(),
@@ -359,11 +378,62 @@ async fn redis_view(url: &str, known: &[String]) -> anyhow::Result<(Vec<QueueDep
             });
         }
     }
-    let conf: Option<String> = redis::cmd("GET")
-        .arg(names::CONF_MONITOR_STATUS)
-        .query_async(&mut c)
-        .await?;
-    Ok((queues, conf.and_then(|s| serde_json::from_str(&s).ok())))
+    Ok(queues)
+}
+
+/// The watchers the `ironwork-watcher@` units run, one `NAME:WID` per process: plugin steps
+/// (not the built-in switch), apps, extra daemons and nginx. The other watchers are ironwork's
+/// own daemons and Redis, which have units of their own.
+pub fn plugin_workers(home: &Home) -> anyhow::Result<Vec<String>> {
+    let config = load_generated(home)?;
+    let plugin_watcher = |name: &str| {
+        (name.starts_with("step.") && name != "step.switch.main")
+            || name.starts_with("app.")
+            || name.starts_with("extra_daemon.")
+            || name == "nginx"
+    };
+    Ok(config
+        .watchers
+        .iter()
+        .filter(|w| plugin_watcher(&w.name))
+        .flat_map(|w| (1..=w.numprocesses).map(move |wid| format!("{}:{wid}", w.name)))
+        .collect())
+}
+
+/// Replace this process with worker `WID` (default 1) of watcher `NAME` of the generated
+/// ringmaster.ini (`NAME[:WID]`), as ringmaster would start it; returns only on failure.
+pub fn exec(home: &Home, spec: &str) -> anyhow::Error {
+    let (name, wid) = match spec.rsplit_once(':') {
+        Some((n, w)) => match w.parse::<u32>() {
+            Ok(wid) if wid >= 1 => (n, wid),
+            _ => return anyhow::anyhow!("{spec}: the worker number after ':' must be 1 or more"),
+        },
+        None => (spec, 1),
+    };
+    let config = match load_generated(home) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let Some(w) = config.watcher(name) else {
+        let known: Vec<&str> = config.watchers.iter().map(|w| w.name.as_str()).collect();
+        return anyhow::anyhow!(
+            "{}: no watcher {name:?} (there are: {})",
+            home.ringmaster_ini().display(),
+            known.join(", ")
+        );
+    };
+    if wid > w.numprocesses {
+        return anyhow::anyhow!("{name} runs {} worker(s): there is no worker {wid}", w.numprocesses);
+    }
+    anyhow::Error::from(ringmaster::process::exec(w, wid)).context(format!("exec {name}:{wid}"))
+}
+
+fn load_generated(home: &Home) -> anyhow::Result<ringmaster::config::Config> {
+    let ini = home.ringmaster_ini();
+    if !ini.is_file() {
+        anyhow::bail!("{} is missing: run `ironwork generate` first", ini.display());
+    }
+    ringmaster::config::Config::load(&ini).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The last `n` error lines across the JSON logs in `dir` (the end of each file only).

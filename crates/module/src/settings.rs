@@ -18,11 +18,21 @@ pub const DEFAULT_IRONWORK_INI: &str = "\
 # After an edit, conf_monitor regenerates tmp/config_auto/ and ringmaster reloads.
 
 [redis]
-# Redis used for every queue. Empty: ringmaster runs its own redis-server on var/redis.sock.
-# Otherwise redis://host:port, unix:///path/to/redis.sock or redis+unix:///path.
+# This node's Redis: the file pipeline's queues and tags, ringmaster's control list. Empty:
+# ringmaster runs its own redis-server on var/redis.sock. Otherwise redis://host:port,
+# unix:///path/to/redis.sock or redis+unix:///path.
 url =
+# The Redis the nodes share for the collector and the reflector (queues, leases, metrics):
+# redis+cluster://host:port,host:port,... (a Redis Cluster), or
+# redis+sentinel://host:26379,host:26379/<master> (Sentinel), or one server. Empty: url.
+shared_url =
 # Memory cap of the managed Redis (it refuses writes when full: queues are never evicted).
 maxmemory = 2gb
+
+[node]
+# This node's name among the nodes sharing [redis] shared_url: consumer ids and lease holders
+# carry it. Empty: the host name. Two nodes on one machine need two names.
+name =
 
 [daemons]
 # Which daemons ringmaster runs (true/false).
@@ -129,6 +139,7 @@ client_max_body_size = 100m
 /// The sections `ironwork.ini` may have.
 const SECTIONS: &[&str] = &[
     "redis",
+    "node",
     "data",
     "daemons",
     "switch",
@@ -150,6 +161,8 @@ pub const DEFAULT_MAXMEMORY: u64 = 2 << 30;
 pub struct Settings {
     /// `[redis]`.
     pub redis: RedisSettings,
+    /// `[node] name`: this node's name (`IRONWORK_NODE` for every daemon); `None` = host name.
+    pub node_name: Option<String>,
     /// `[data]`.
     pub data: DataSettings,
     /// `[daemons]`.
@@ -205,6 +218,9 @@ impl Default for NginxSettings {
 pub struct RedisSettings {
     /// `url`: an external Redis; `None` = managed by ringmaster on `var/redis.sock`.
     pub url: Option<String>,
+    /// `shared_url`: the collector's and reflector's Redis when the nodes share one (a Redis
+    /// Cluster, Sentinel or one server); `None` = the node's own.
+    pub shared_url: Option<String>,
     /// `maxmemory` of the managed Redis, in bytes.
     pub maxmemory: u64,
 }
@@ -213,6 +229,7 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: None,
+            shared_url: None,
             maxmemory: DEFAULT_MAXMEMORY,
         }
     }
@@ -243,6 +260,16 @@ impl RedisSettings {
             (None, target) => target.url(),
         }
     }
+
+    /// The URL the collector and the reflector are given: `shared_url`, else the node's own.
+    pub fn shared_url_for_daemons(&self, home: &Home) -> String {
+        self.shared_url.clone().unwrap_or_else(|| self.url_for_daemons(home))
+    }
+}
+
+/// Check a `shared_url`: any form the daemons' Redis client takes.
+fn parse_shared_url(url: &str) -> Result<String, String> {
+    ironwork_core::connection::Endpoint::parse(url).map(|_| url.to_string())
 }
 
 /// Parse a Redis URL: `redis://host[:port][/db]`, `unix:///path` or `redis+unix:///path`.
@@ -257,6 +284,11 @@ pub fn parse_redis_url(url: &str) -> Result<RedisTarget, String> {
             return Err("a unix socket URL needs an absolute path (unix:///path/to/redis.sock)".into());
         }
         return Ok(RedisTarget::Unix(PathBuf::from(path)));
+    }
+    if url.starts_with("redis+cluster://") || url.starts_with("redis+sentinel://") {
+        return Err("this node's own Redis (file pipeline, ringmaster) is one server: \
+                    put a Redis Cluster or Sentinel in shared_url"
+            .into());
     }
     let Some(rest) = url.strip_prefix("redis://") else {
         return Err("expected redis://host:port, unix:///path or redis+unix:///path".into());
@@ -464,6 +496,7 @@ impl Settings {
             match section.name.as_str() {
                 "redis" => {
                     s.redis.url = optional(&mut r, "url", |v| parse_redis_url(v).map(|_| v.to_string()));
+                    s.redis.shared_url = optional(&mut r, "shared_url", parse_shared_url);
                     s.redis.maxmemory = r.parse_with("maxmemory", DEFAULT_MAXMEMORY, parse_bytes);
                 }
                 "daemons" => {
@@ -540,6 +573,15 @@ impl Settings {
                     s.zabbix.port = r.parse_with("port", 10051, |v| match v.trim().parse::<u16>() {
                         Ok(0) | Err(_) => Err("expected a port (1-65535)".into()),
                         Ok(p) => Ok(p),
+                    });
+                }
+                "node" => {
+                    s.node_name = optional(&mut r, "name", |v| {
+                        if v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                            Ok(v.to_string())
+                        } else {
+                            Err("letters, digits, '-', '_' or '.'".into())
+                        }
                     });
                 }
                 "nginx" => {

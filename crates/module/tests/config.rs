@@ -133,6 +133,48 @@ fn settings_values_are_read() {
 }
 
 #[test]
+fn the_shared_redis_may_be_a_cluster_or_sentinel_but_the_nodes_own_may_not() {
+    let (_tmp, home) = home();
+    write(
+        &home.ironwork_ini(),
+        "[redis]\nshared_url = redis+cluster://10.0.0.1:7000,10.0.0.2:7000\n[node]\nname = node-a\n",
+    );
+    let s = Settings::load(&home).expect("load");
+    assert!(s.redis.managed());
+    assert_eq!(
+        s.redis.shared_url_for_daemons(&home),
+        "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
+    );
+    assert_eq!(s.node_name.as_deref(), Some("node-a"));
+    let generated = ironwork::generate::generate(&home, &s, &[], Path::new("/b"));
+    for ini in [&generated.collector_ini, &generated.reflector_ini] {
+        assert!(
+            ini.contains("redis = redis+cluster://10.0.0.1:7000,10.0.0.2:7000"),
+            "{ini}"
+        );
+    }
+    assert!(generated.ringmaster_ini.contains("\nIRONWORK_NODE = node-a\n"));
+    assert!(
+        generated.ringmaster_ini.contains("[watcher:redis]"),
+        "the node's own Redis is managed"
+    );
+
+    write(
+        &home.ironwork_ini(),
+        "[redis]\nurl = redis+cluster://a:1\nshared_url = redis+sentinel://s1\n[node]\nname = a b\n",
+    );
+    let errors = Settings::load(&home).expect_err("refused");
+    assert_eq!(
+        lines(&errors, &home),
+        [
+            "H/config/ironwork.ini:2: [redis] url: this node's own Redis (file pipeline, ringmaster) is one server: put a Redis Cluster or Sentinel in shared_url (found \"redis+cluster://a:1\")",
+            "H/config/ironwork.ini:3: [redis] shared_url: name the master after the sentinels: redis+sentinel://host:26379/mymaster (found \"redis+sentinel://s1\")",
+            "H/config/ironwork.ini:5: [node] name: letters, digits, '-', '_' or '.' (found \"a b\")",
+        ]
+    );
+}
+
+#[test]
 fn settings_errors_are_all_reported_with_file_section_key_and_line() {
     let (_tmp, home) = home();
     write(
@@ -156,7 +198,7 @@ fn settings_errors_are_all_reported_with_file_section_key_and_line() {
             "H/config/ironwork.ini:9: [switch] numprocesses: must be at least 1 (found \"0\")",
             "H/config/ironwork.ini:11: [gc] every: must be longer than 0 (found \"0\")",
             "H/config/ironwork.ini:13: [zabbix] port: expected a port (1-65535) (found \"99999\")",
-            "H/config/ironwork.ini:14: [mystery]: unknown section (expected one of redis, data, daemons, switch, gc, binaries, elasticsearch, influxdb, zabbix, collector, reflector, nginx)",
+            "H/config/ironwork.ini:14: [mystery]: unknown section (expected one of redis, node, data, daemons, switch, gc, binaries, elasticsearch, influxdb, zabbix, collector, reflector, nginx)",
         ]
     );
 }

@@ -167,3 +167,68 @@ fn start_reports_a_supervisor_that_dies_at_once_without_waiting_out_the_timeout(
         "{t}"
     );
 }
+
+/// `ironwork exec`: what the systemd units and containers run, one watcher in the foreground in
+/// place of the `ironwork` process, with ringmaster's environment and working directory.
+#[test]
+fn exec_runs_one_watcher_in_place_and_lists_the_plugin_workers() {
+    let bins = bin_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    init(&home, &bins);
+    std::fs::create_dir_all(home.join("plugins/demo")).expect("plugin dir");
+    let plugin = format!(
+        "{}\n[extra_daemon_probe]\ncmd_and_args = sh -c 'echo \"$$ $RINGMASTER_WID $MFDATA_CURRENT_PLUGIN_NAME $(pwd)\"'\nnumprocesses = 2\n",
+        PLUGIN.replace("numprocesses = 1", "numprocesses = 3")
+    );
+    std::fs::write(home.join("plugins/demo/config.ini"), plugin).expect("plugin");
+
+    let out = ironwork(&home, &["exec", "--list"]);
+    assert!(!out.status.success(), "listed without a generated configuration");
+    assert!(text(&out).contains("ironwork generate"), "{}", text(&out));
+    let out = ironwork(&home, &["generate"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = ironwork(&home, &["exec", "--list"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed: Vec<&str> = std::str::from_utf8(&out.stdout).expect("utf8").lines().collect();
+    assert_eq!(
+        listed,
+        [
+            "step.demo.main:1",
+            "step.demo.main:2",
+            "step.demo.main:3",
+            "extra_daemon.demo.probe:1",
+            "extra_daemon.demo.probe:2"
+        ]
+    );
+
+    // The shell prints its own pid: the pid of the `ironwork` process that exec'd it.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ironwork"))
+        .arg("--home")
+        .arg(&home)
+        .args(["exec", "extra_daemon.demo.probe:2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let plugin_dir = home.join("plugins/demo");
+    assert_eq!(
+        printed.trim(),
+        format!("{pid} 2 demo {}", plugin_dir.display()),
+        "not exec'd in place with ringmaster's environment"
+    );
+
+    for (spec, says) in [
+        ("nope", "no watcher \"nope\""),
+        ("extra_daemon.demo.probe:3", "no worker 3"),
+        ("extra_daemon.demo.probe:0", "1 or more"),
+    ] {
+        let out = ironwork(&home, &["exec", spec]);
+        assert!(!out.status.success(), "{spec} accepted");
+        assert!(text(&out).contains(says), "{spec}: {}", text(&out));
+    }
+}

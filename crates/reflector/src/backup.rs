@@ -204,8 +204,10 @@ async fn resend(
                 Ok(_) => {
                     delivered += 1;
                     shared.stats.points_resent.add(batch.points.len() as u64);
+                    // Two keys in two cluster slots: in order, not as one transaction. A crash
+                    // between them costs the sent-backup row, never a resend.
                     let mut pipe = redis::pipe();
-                    pipe.atomic().zrem(names::METRICS_UNSENT, row).ignore();
+                    pipe.zrem(names::METRICS_UNSENT, row).ignore();
                     if shared.settings.sent_backup {
                         let sent = MetricBatch {
                             attempted_at: epoch_seconds(),

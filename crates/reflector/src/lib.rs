@@ -40,7 +40,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ironwork_core::http::{Health, HealthCheck};
-use ironwork_core::lease::{hostname, Lease, LeaseKeeper};
+use ironwork_core::lease::{node_name, Lease, LeaseKeeper};
 use ironwork_core::messages::names;
 use ironwork_core::Redis;
 use tokio::sync::watch;
@@ -102,7 +102,7 @@ pub async fn start(config: Config, token: CancellationToken, reload: watch::Rece
         // what its predecessor left in flight at once.
         id: format!(
             "{}.{}",
-            hostname(),
+            node_name(),
             std::env::var("RINGMASTER_WID")
                 .map_or_else(|_| format!("pid{}", std::process::id()), |w| format!("wid{w}"))
         ),

@@ -63,10 +63,10 @@ fn collected_data_reaches_influxdb_exactly_and_bad_messages_are_dead_lettered() 
     assert!(wait_for(Duration::from_secs(5), || len(
         &redis,
         "LLEN",
-        "collector.data.queue.dead"
+        "{collector.data.queue}.dead"
     ) == 1
-        && len(&redis, "LLEN", "metrics.send.queue.dead") == 1));
-    let dead = redis.cli(&["LINDEX", "metrics.send.queue.dead", "0"]);
+        && len(&redis, "LLEN", "{metrics.send.queue}.dead") == 1));
+    let dead = redis.cli(&["LINDEX", "{metrics.send.queue}.dead", "0"]);
     assert!(dead.contains("cannot be sent") && dead.contains('#'), "{dead}");
     assert_eq!(len(&redis, "LLEN", "metrics.send.queue"), 0);
     assert_eq!(len(&redis, "ZCARD", "metrics.unsent"), 0);
@@ -247,7 +247,7 @@ fn sigterm_during_retries_stops_at_once_and_keeps_the_batch() {
         "metrics.send.queue"
     ) == 0
         && redis
-            .cli(&["KEYS", "metrics.send.queue.processing.*"])
+            .cli(&["KEYS", "{metrics.send.queue}.processing.*"])
             .trim()
             .lines()
             .count()
@@ -266,7 +266,7 @@ fn sigterm_during_retries_stops_at_once_and_keeps_the_batch() {
         .sum();
     assert_eq!(points, 7, "{rows}\n{}", r.log());
     for key in redis
-        .cli(&["KEYS", "metrics.send.queue.processing.*"])
+        .cli(&["KEYS", "{metrics.send.queue}.processing.*"])
         .lines()
         .filter(|k| !k.is_empty())
     {

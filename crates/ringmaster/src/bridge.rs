@@ -24,7 +24,7 @@ const DEAD_CAP: u64 = 1000;
 
 /// Consume `ringmaster.control` until `token` is cancelled.
 pub async fn consume_commands(redis: Redis, inputs: mpsc::Sender<Input>, token: CancellationToken) {
-    let consumer_id = format!("{}.ringmaster", ironwork_core::lease::hostname());
+    let consumer_id = format!("{}.ringmaster", ironwork_core::lease::node_name());
     let consumer = match ReliableConsumer::new(Queue::new(&redis, names::RINGMASTER_CONTROL), consumer_id) {
         Ok(c) => c,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! Starting and signalling children: the command line with `$(circus.wid)` and
 //! `$(circus.sockets.NAME)` expanded, its own session and process group (`setsid`), rlimits,
-//! uid/gid, environment, inherited listening sockets, and output pipes; and signals delivered to
-//! a whole process tree.
+//! uid/gid, environment, inherited listening sockets, and output pipes; the same process run in
+//! the foreground in place of the caller ([`exec`], for systemd units and containers); and
+//! signals delivered to a whole process tree.
 //!
 //! Arguments are passed as argv (split shell-style), never through a shell unless the watcher
 //! says `shell = true`.
@@ -223,8 +224,16 @@ pub fn command_line(w: &WatcherConfig, wid: u32, sockets: &BoundSockets) -> Resu
     Ok(words)
 }
 
-/// Start process `wid` of watcher `w`; `reaper` learns the new pid while the spawn lock is held.
-pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets, reaper: &Reaper) -> Result<Spawned, SpawnError> {
+/// The process `wid` of watcher `w` as ringmaster starts it, apart from its output: argv (for
+/// errors), environment (`RINGMASTER_WATCHER`, `RINGMASTER_WID` and `$(circus.wid)` expanded),
+/// working directory, and in the child before exec its own session (when `new_session`),
+/// rlimits, inherited sockets and uid/gid.
+fn prepare(
+    w: &WatcherConfig,
+    wid: u32,
+    sockets: &BoundSockets,
+    new_session: bool,
+) -> Result<(Command, Vec<String>), SpawnError> {
     let argv = command_line(w, wid, sockets)?;
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]);
@@ -242,14 +251,6 @@ pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets, reaper: &Reape
     // Identity is dropped in pre_exec, after the rlimits (which may need root to raise), as
     // circus does; the lookups (NSS) happen here, never after fork.
     let identity = resolve_identity(w.uid.as_deref(), w.gid.as_deref())?;
-    cmd.stdin(if w.close_child_stdin {
-        Stdio::null()
-    } else {
-        Stdio::inherit()
-    });
-    cmd.stdout(stdio_for(&w.stdout));
-    cmd.stderr(stdio_for(&w.stderr));
-
     let rlimits = w.rlimits.clone();
     let inherit: Vec<RawFd> = if w.use_sockets {
         sockets.all().map(|(_, fd)| fd).collect()
@@ -260,7 +261,9 @@ pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets, reaper: &Reape
     #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if new_session {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+            }
             let apply_identity = || -> std::io::Result<()> {
                 if let Some((uid, gid, groups)) = &identity {
                     nix::unistd::setgroups(groups).map_err(std::io::Error::from)?;
@@ -287,6 +290,19 @@ pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets, reaper: &Reape
             apply_identity()
         });
     }
+    Ok((cmd, argv))
+}
+
+/// Start process `wid` of watcher `w`; `reaper` learns the new pid while the spawn lock is held.
+pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets, reaper: &Reaper) -> Result<Spawned, SpawnError> {
+    let (mut cmd, argv) = prepare(w, wid, sockets, true)?;
+    cmd.stdin(if w.close_child_stdin {
+        Stdio::null()
+    } else {
+        Stdio::inherit()
+    });
+    cmd.stdout(stdio_for(&w.stdout));
+    cmd.stderr(stdio_for(&w.stderr));
     let spawned = {
         let _lock = crate::reaper::spawn_lock();
         let spawned = cmd.spawn();
@@ -305,6 +321,26 @@ pub fn spawn(w: &WatcherConfig, wid: u32, sockets: &BoundSockets, reaper: &Reape
     // The std handle is dropped without waiting: the reaper collects the status.
     drop(child);
     Ok(Spawned { pid, stdout, stderr })
+}
+
+/// Replace the calling process with process `wid` of watcher `w`, as ringmaster would start it
+/// but in the caller's session and with the caller's stdin, stdout and stderr: a service
+/// manager (systemd, a container runtime) supervises it and collects its output. Returns only
+/// on failure. Watchers that take ringmaster's listening sockets cannot run this way.
+pub fn exec(w: &WatcherConfig, wid: u32) -> SpawnError {
+    if w.use_sockets {
+        return SpawnError::Io {
+            program: w.cmd.clone(),
+            source: std::io::Error::other("use_sockets needs the sockets ringmaster binds: run it under ringmaster"),
+        };
+    }
+    match prepare(w, wid, &BoundSockets::default(), false) {
+        Ok((mut cmd, argv)) => SpawnError::Io {
+            program: argv[0].clone(),
+            source: cmd.exec(),
+        },
+        Err(e) => e,
+    }
 }
 
 fn stdio_for(s: &StreamConfig) -> Stdio {

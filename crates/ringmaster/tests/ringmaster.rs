@@ -584,7 +584,7 @@ async fn commands_from_redis_are_answered_and_events_published() {
     assert_eq!(reply["numprocesses"], 2);
     rm.wait_pids("worker", |p| p.len() == 2).await;
     assert!(wait_for(DEADLINE, || redis
-        .cli(&["LLEN", "ringmaster.control.dead"])
+        .cli(&["LLEN", "{ringmaster.control}.dead"])
         .trim()
         == "1"));
 
@@ -815,7 +815,7 @@ async fn scaling_is_bounded_and_redis_commands_run_once() {
     ]);
     assert!(wait_for(DEADLINE, || redis.cli(&["LLEN", "r.once"]).trim() == "1"));
     // Acknowledged before it ran: nothing left in flight to be replayed by the next ringmaster.
-    let keys = redis.cli(&["KEYS", "ringmaster.control.processing.*"]);
+    let keys = redis.cli(&["KEYS", "{ringmaster.control}.processing.*"]);
     for key in keys.split_whitespace() {
         assert_eq!(redis.cli(&["LLEN", key]).trim(), "0", "{key} still holds the command");
     }

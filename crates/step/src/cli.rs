@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ironwork_core::config::parse_duration;
-use ironwork_core::lease::hostname;
+use ironwork_core::lease::node_name;
 
 use crate::layout::{valid_name, DataDir};
 use crate::policy::{FailurePolicy, Policies, RetryPolicy};
@@ -206,7 +206,7 @@ impl WorkerArgs {
             .unwrap_or_else(|| format!("step.{plugin}.{}", self.step));
         let consumer = self.consumer.clone().unwrap_or_else(|| {
             let slot = std::env::var("RINGMASTER_WID").unwrap_or_else(|_| format!("pid{}", std::process::id()));
-            format!("{}.{slot}", hostname())
+            format!("{}.{slot}", node_name())
         });
         Ok(WorkerConfig {
             plugin,

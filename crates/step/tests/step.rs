@@ -223,7 +223,7 @@ fn retries_with_backoff_until_the_command_succeeds() {
     assert!(wait_for(DEADLINE, || h.work.join("ok").exists()));
     assert_eq!(std::fs::read_to_string(&count).unwrap_or_default().lines().count(), 3);
     assert!(wait_for(DEADLINE, || h.files(&h.data.join("retry/p.main")).is_empty()));
-    assert_eq!(h.redis.cli(&["ZCARD", "step.p.main.delayed"]).trim(), "0");
+    assert_eq!(h.redis.cli(&["ZCARD", "{step.p.main}.delayed"]).trim(), "0");
     assert!(h.files(&h.data.join("trash/p.main")).is_empty());
 }
 
@@ -279,11 +279,11 @@ fn duplicates_and_bad_messages_are_harmless() {
     h.redis.cli(&["LPUSH", "step.p.main", &sneaky]);
     let cmd = sh(&format!(r#"cat "$1" >> {}"#, out.display()));
     h.spawn(&run_args("p", &[], &cmd));
-    assert!(wait_for(DEADLINE, || h.llen("step.p.main.dead") == 3));
+    assert!(wait_for(DEADLINE, || h.llen("{step.p.main}.dead") == 3));
     assert!(wait_for(DEADLINE, || h.llen("step.p.main") == 0));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(std::fs::read_to_string(&out).unwrap_or_default(), "1");
-    let dead = h.redis.cli(&["LRANGE", "step.p.main.dead", "0", "-1"]);
+    let dead = h.redis.cli(&["LRANGE", "{step.p.main}.dead", "0", "-1"]);
     assert!(dead.contains("invalid StepEvent"), "{dead}");
     assert!(dead.contains("is not a file of this step's directories"), "{dead}");
 }
@@ -307,7 +307,7 @@ fn sigterm_finishes_the_current_file_and_hands_back_the_rest() {
     assert!(status.success(), "{status:?}");
     assert_eq!(std::fs::read_to_string(&out).unwrap_or_default().lines().count(), 1);
     assert_eq!(h.llen("step.p.main"), 3);
-    let processing = h.redis.cli(&["KEYS", "step.p.main.processing.*"]);
+    let processing = h.redis.cli(&["KEYS", "{step.p.main}.processing.*"]);
     for key in processing.lines().filter(|k| !k.is_empty()) {
         assert_eq!(h.llen(key), 0, "{key} still holds messages");
     }
@@ -327,7 +327,7 @@ fn a_replayed_message_resumes_its_claimed_file_and_finishes_committed_routes() {
     let tmp = h.data.join("tmp/p.main");
     std::fs::create_dir_all(&tmp).expect("tmp");
     std::fs::write(tmp.join(&id), "resumed").expect("claimed file");
-    h.redis.cli(&["LPUSH", "step.p.main.processing.w1", &msg]);
+    h.redis.cli(&["LPUSH", "{step.p.main}.processing.w1", &msg]);
     // Crash after the commit point of a two-route transaction: one rename done, one pending.
     let msg2 = format!(
         r#"{{"directory": "{}", "filename": "routed", "event": "created", "event_timestamp": 2.5}}"#,
@@ -344,7 +344,7 @@ fn a_replayed_message_resumes_its_claimed_file_and_finishes_committed_routes() {
     let manifest = serde_json::json!({"renames": [[stage.join("0"), a], [stage.join("1"), b]], "delayed": null});
     std::fs::write(tmp.join(format!("{id2}.routes")), manifest.to_string()).expect("manifest");
     std::fs::write(tmp.join(&id2), "source").expect("source");
-    h.redis.cli(&["LPUSH", "step.p.main.processing.w1", &msg2]);
+    h.redis.cli(&["LPUSH", "{step.p.main}.processing.w1", &msg2]);
 
     let out = h.work.join("out");
     let cmd = sh(&format!(r#"cat "$1" >> {}"#, out.display()));
@@ -353,7 +353,7 @@ fn a_replayed_message_resumes_its_claimed_file_and_finishes_committed_routes() {
     assert!(wait_for(DEADLINE, || std::fs::read_to_string(&b).is_ok_and(|s| s == "second")));
     assert_eq!(std::fs::read_to_string(&a).unwrap_or_default(), "first");
     assert!(wait_for(DEADLINE, || h.files(&tmp).is_empty()), "{:?}", h.files(&tmp));
-    assert!(wait_for(DEADLINE, || h.llen("step.p.main.processing.w1") == 0));
+    assert!(wait_for(DEADLINE, || h.llen("{step.p.main}.processing.w1") == 0));
 }
 
 #[test]
@@ -361,16 +361,16 @@ fn messages_held_by_a_dead_consumer_are_recovered_by_a_live_one() {
     let mut h = Harness::new();
     let msg = h.drop_file("p", "main", "orphan", "o");
     // Another (registered) worker popped it and died: its liveness key is gone.
-    h.redis.cli(&["SADD", "step.p.main.consumers", "gone"]);
+    h.redis.cli(&["SADD", "{step.p.main}.consumers", "gone"]);
     h.redis
-        .cli(&["LMOVE", "step.p.main", "step.p.main.processing.gone", "RIGHT", "LEFT"]);
-    assert_eq!(h.llen("step.p.main.processing.gone"), 1, "{msg}");
+        .cli(&["LMOVE", "step.p.main", "{step.p.main}.processing.gone", "RIGHT", "LEFT"]);
+    assert_eq!(h.llen("{step.p.main}.processing.gone"), 1, "{msg}");
     let out = h.work.join("out");
     let cmd = sh(&format!(r#"cat "$1" >> {}"#, out.display()));
     h.spawn(&run_args("p", &["--consumer", "alive"], &cmd));
     assert!(wait_for(DEADLINE, || std::fs::read_to_string(&out).is_ok_and(|s| s == "o")));
-    assert_eq!(h.llen("step.p.main.processing.gone"), 0);
-    assert_eq!(h.redis.cli(&["SMEMBERS", "step.p.main.consumers"]).trim(), "alive");
+    assert_eq!(h.llen("{step.p.main}.processing.gone"), 0);
+    assert_eq!(h.redis.cli(&["SMEMBERS", "{step.p.main}.consumers"]).trim(), "alive");
 }
 
 #[test]
@@ -506,7 +506,7 @@ fn fifos_symlinks_and_directories_are_never_opened_and_never_stop_the_switch() {
     assert!(dir.join("subdir").is_dir(), "a directory is never claimed");
     assert!(h
         .redis
-        .cli(&["LRANGE", "step.switch.main.dead", "0", "-1"])
+        .cli(&["LRANGE", "{step.switch.main}.dead", "0", "-1"])
         .contains("it is a directory"));
     assert!(h.stop(pid).success());
 }

@@ -4,8 +4,12 @@
 //!   port), killed when dropped; restartable in place, optionally with AOF.
 //! - [`wait_for`]: poll a condition until a deadline instead of sleeping.
 //! - [`http`]: a tiny blocking HTTP/1.1 client.
+//! - [`cluster`]: a real three-master Redis Cluster and a Sentinel setup on loopback.
+//! - [`influx`]: a real InfluxDB 1.x.
 
+pub mod cluster;
 pub mod http;
+pub mod influx;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
