@@ -248,11 +248,14 @@ impl ConnectionLike for Conn {
 ///
 /// A transaction (`MULTI`) must touch one slot, as Redis requires. Other pipelines may span
 /// slots: they are sent as consecutive same-slot runs, in order, one round trip each, so what
-/// a pipeline means (ordered commands, no atomicity) holds on a cluster too.
+/// a pipeline means (ordered commands, no atomicity) holds on a cluster too. A run that fails
+/// for a transient reason (a failover, a timeout) is sent again by itself, with the handle's
+/// backoff, until it goes through: the runs before it, already applied, are never repeated.
 #[derive(Clone)]
 pub struct ClusterConn {
     client: Arc<ClusterClient>,
     conn: Arc<Mutex<Option<ClusterConnection>>>,
+    backoff: Backoff,
 }
 
 impl ClusterConn {
@@ -278,6 +281,7 @@ impl ClusterConn {
         Ok(Self {
             client: Arc::new(builder.build()?),
             conn: Default::default(),
+            backoff: settings.backoff,
         })
     }
 
@@ -307,34 +311,78 @@ impl ClusterConn {
             for cmd in run {
                 part.add_command(cmd.clone());
             }
-            out.extend(c.req_packed_commands(&part, 0, part.len()).await?);
+            out.extend(self.run_until_done(&mut c, &part).await?);
         }
         Ok(out)
     }
+
+    async fn run_until_done(&self, c: &mut ClusterConnection, part: &Pipeline) -> Result<Vec<Value>, RedisError> {
+        let mut attempts = self.backoff.attempts();
+        loop {
+            let reply = c.req_packed_commands(part, 0, part.len()).await;
+            let failure = match &reply {
+                Err(e) => Some(e.clone()),
+                Ok(values) => values.iter().find_map(transient_reply),
+            };
+            match failure {
+                Some(e) if is_transient(&e) => {
+                    let delay = attempts.next_delay();
+                    if attempts.count() % 10 == 1 {
+                        tracing::warn!(error = %e, attempt = attempts.count(), "part of a pipeline failed, sending that part again");
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                _ => return reply,
+            }
+        }
+    }
+}
+
+/// The error in a reply that retrying may cure (`TRYAGAIN`, `CLUSTERDOWN`, `READONLY`, …).
+fn transient_reply(v: &Value) -> Option<RedisError> {
+    match v {
+        Value::ServerError(e) => Some(RedisError::from(e.clone())).filter(is_transient),
+        _ => None,
+    }
+}
+
+/// Where a command may go on a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// The slot of its (first) key.
+    Slot(u16),
+    /// Anywhere: it has no key.
+    Anywhere,
+    /// In a run of its own: its keys are not where this reader looks for them.
+    Alone,
 }
 
 /// A pipeline's commands cut into consecutive runs whose keys share a slot; commands without
 /// a key join the run they are in.
 fn same_slot_runs(pipeline: &Pipeline) -> Vec<Vec<&Cmd>> {
-    let mut runs: Vec<(Option<u16>, Vec<&Cmd>)> = Vec::new();
+    let mut runs: Vec<(Placement, Vec<&Cmd>)> = Vec::new();
     for cmd in pipeline.cmd_iter() {
-        let slot = command_slot(cmd);
+        let place = placement(cmd);
         match runs.last_mut() {
-            Some((run_slot, run)) if slot.is_none() || *run_slot == slot || run_slot.is_none() => {
-                if run_slot.is_none() {
-                    *run_slot = slot;
+            Some((run, cmds)) if *run != Placement::Alone && place != Placement::Alone => match (*run, place) {
+                (_, Placement::Anywhere) => cmds.push(cmd),
+                (Placement::Anywhere, slot) => {
+                    *run = slot;
+                    cmds.push(cmd);
                 }
-                run.push(cmd);
-            }
-            _ => runs.push((slot, vec![cmd])),
+                (a, b) if a == b => cmds.push(cmd),
+                _ => runs.push((place, vec![cmd])),
+            },
+            _ => runs.push((place, vec![cmd])),
         }
     }
-    runs.into_iter().map(|(_, run)| run).collect()
+    runs.into_iter().map(|(_, cmds)| cmds).collect()
 }
 
-/// The cluster slot of a command's first key: the first argument, or for `EVAL`/`EVALSHA`/
-/// `FCALL` the first key after the key count. `None` for commands without a key.
-fn command_slot(cmd: &Cmd) -> Option<u16> {
+/// Where `cmd` goes: the slot of its first argument, or for `EVAL`/`EVALSHA`/`FCALL` of the
+/// first key after the key count; nowhere in particular for commands without a key; alone for
+/// the commands whose first key is elsewhere (`XREAD`, `OBJECT`, `BITOP`, `ZUNION`, …).
+fn placement(cmd: &Cmd) -> Placement {
     let args: Vec<&[u8]> = cmd
         .args_iter()
         .filter_map(|a| match a {
@@ -342,19 +390,26 @@ fn command_slot(cmd: &Cmd) -> Option<u16> {
             _ => None,
         })
         .collect();
-    let name = args.first()?.to_ascii_uppercase();
+    let Some(name) = args.first().map(|n| n.to_ascii_uppercase()) else {
+        return Placement::Anywhere;
+    };
     let key = match name.as_slice() {
         b"EVAL" | b"EVALSHA" | b"EVAL_RO" | b"EVALSHA_RO" | b"FCALL" | b"FCALL_RO" => {
-            let n: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
-            if n == 0 {
-                return None;
+            match std::str::from_utf8(args.get(2).copied().unwrap_or_default()).map(str::parse::<usize>) {
+                Ok(Ok(0)) => return Placement::Anywhere,
+                Ok(Ok(_)) => args.get(3),
+                _ => return Placement::Alone,
             }
-            args.get(3)?
         }
-        b"MULTI" | b"EXEC" | b"DISCARD" | b"PING" | b"INFO" | b"SCRIPT" | b"SELECT" | b"CLIENT" => return None,
-        _ => args.get(1)?,
+        b"MULTI" | b"EXEC" | b"DISCARD" | b"PING" | b"ECHO" | b"INFO" | b"SCRIPT" | b"SELECT" | b"CLIENT" | b"TIME" => {
+            return Placement::Anywhere
+        }
+        b"XREAD" | b"XREADGROUP" | b"OBJECT" | b"XINFO" | b"MEMORY" | b"BITOP" | b"LMPOP" | b"BLMPOP" | b"ZMPOP"
+        | b"BZMPOP" | b"ZINTER" | b"ZUNION" | b"ZDIFF" | b"ZINTERCARD" | b"SINTERCARD" | b"MIGRATE" | b"SCAN"
+        | b"KEYS" | b"CLUSTER" | b"FUNCTION" | b"CONFIG" => return Placement::Alone,
+        _ => args.get(1),
     };
-    Some(key_slot(key))
+    key.map_or(Placement::Alone, |k| Placement::Slot(key_slot(k)))
 }
 
 /// Redis Cluster's slot of `key`: CRC16 (XMODEM) of its hash tag, or of the whole key, mod 16384.
@@ -395,7 +450,9 @@ pub struct SentinelConn {
 
 struct SentinelInner {
     sentinel: Mutex<SentinelClient>,
-    current: Mutex<Option<MultiplexedConnection>>,
+    /// The connection to the master, with a generation number so that a failure seen on an old
+    /// connection does not throw away a newer one.
+    current: Mutex<(u64, Option<MultiplexedConnection>)>,
     config: AsyncConnectionConfig,
 }
 
@@ -428,7 +485,7 @@ impl SentinelConn {
         Ok(Self {
             inner: Arc::new(SentinelInner {
                 sentinel: Mutex::new(client),
-                current: Mutex::new(None),
+                current: Mutex::new((0, None)),
                 config: AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(settings.connect_timeout))
                     .set_response_timeout(Some(response_timeout)),
@@ -437,42 +494,57 @@ impl SentinelConn {
         })
     }
 
-    async fn get(&self) -> Result<MultiplexedConnection, RedisError> {
+    async fn get(&self) -> Result<(u64, MultiplexedConnection), RedisError> {
         let mut current = self.inner.current.lock().await;
-        if let Some(c) = &*current {
-            return Ok(c.clone());
+        if let (generation, Some(c)) = &*current {
+            return Ok((*generation, c.clone()));
         }
         let client = self.inner.sentinel.lock().await.async_get_client().await?;
         let c = client
             .get_multiplexed_async_connection_with_config(&self.inner.config)
             .await?;
-        *current = Some(c.clone());
-        Ok(c)
+        current.0 += 1;
+        current.1 = Some(c.clone());
+        Ok((current.0, c))
     }
 
-    async fn forget_on<T>(&self, r: Result<T, RedisError>) -> Result<T, RedisError> {
-        if let Err(e) = &r {
-            if is_transient(e) {
-                *self.inner.current.lock().await = None;
+    /// Drop connection `generation` when `failed`: the next command asks the sentinels again.
+    async fn forget(&self, generation: u64, failed: bool) {
+        if failed {
+            let mut current = self.inner.current.lock().await;
+            if current.0 == generation {
+                current.1 = None;
             }
         }
-        r
     }
 
     async fn command(&self, cmd: &Cmd) -> Result<Value, RedisError> {
-        let r = match self.get().await {
-            Ok(mut c) => c.req_packed_command(cmd).await,
-            Err(e) => Err(e),
-        };
-        self.forget_on(r).await
+        let (generation, mut c) = self.get().await?;
+        let reply = c.req_packed_command(cmd).await;
+        self.forget(generation, reply.as_ref().map_or_else(is_transient, replica_reply))
+            .await;
+        reply
     }
 
     async fn pipeline(&self, pipeline: &Pipeline, offset: usize, count: usize) -> Result<Vec<Value>, RedisError> {
-        let r = match self.get().await {
-            Ok(mut c) => c.req_packed_commands(pipeline, offset, count).await,
-            Err(e) => Err(e),
+        let (generation, mut c) = self.get().await?;
+        let reply = c.req_packed_commands(pipeline, offset, count).await;
+        let failed = match &reply {
+            Err(e) => is_transient(e),
+            Ok(values) => values.iter().any(replica_reply),
         };
-        self.forget_on(r).await
+        self.forget(generation, failed).await;
+        reply
+    }
+}
+
+/// Whether a reply says the server is no longer the master (`READONLY`, `MASTERDOWN`), also
+/// inside a transaction's reply. A server error is a reply, not a failed call, in the client.
+fn replica_reply(v: &Value) -> bool {
+    match v {
+        Value::ServerError(e) => matches!(e.code(), "READONLY" | "MASTERDOWN"),
+        Value::Array(items) => items.iter().any(replica_reply),
+        _ => false,
     }
 }
 
@@ -535,6 +607,22 @@ impl Redis {
     /// without closing the socket is still noticed.
     pub fn blocking_conn(&self, block: Duration) -> Result<Conn, ConnectionError> {
         open_conn(&self.endpoint, &self.settings, block + self.settings.response_timeout)
+    }
+
+    /// Every key matching `pattern`, for operators' listings: `SCAN` on one server; on a
+    /// cluster `KEYS` on every master (the client sends it to each and joins the answers),
+    /// since a cursor only walks one node.
+    pub async fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, RedisError> {
+        let mut conn = self.conn();
+        if let Conn::Cluster(_) = conn {
+            return redis::cmd("KEYS").arg(pattern).query_async(&mut conn).await;
+        }
+        let mut keys = Vec::new();
+        let mut iter: redis::AsyncIter<'_, String> = redis::AsyncCommands::scan_match(&mut conn, pattern).await?;
+        while let Some(k) = iter.next_item().await {
+            keys.push(k?);
+        }
+        Ok(keys)
     }
 
     /// Whether the last command sent through [`Redis::retry`] succeeded.
@@ -656,6 +744,80 @@ pub fn is_transient(err: &RedisError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn runs(p: &Pipeline) -> Vec<Vec<String>> {
+        same_slot_runs(p)
+            .into_iter()
+            .map(|run| {
+                run.iter()
+                    .map(|c| {
+                        let words: Vec<String> = c
+                            .args_iter()
+                            .filter_map(|a| match a {
+                                redis::Arg::Simple(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                                _ => None,
+                            })
+                            .collect();
+                        words.join(" ")
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pipelines_are_cut_into_consecutive_same_slot_runs() {
+        // "a" and "{a}.dead" share a slot; "b" has another.
+        assert_ne!(key_slot(b"a"), key_slot(b"b"));
+        let mut p = redis::pipe();
+        p.cmd("PING")
+            .cmd("LPUSH")
+            .arg("a")
+            .arg("1")
+            .cmd("LLEN")
+            .arg("{a}.dead")
+            .cmd("EVAL")
+            .arg("return 1")
+            .arg(1)
+            .arg("b")
+            .cmd("EVAL")
+            .arg("return 1")
+            .arg(0)
+            .cmd("LPUSH")
+            .arg("a")
+            .arg("2")
+            .cmd("XREAD")
+            .arg("STREAMS")
+            .arg("a")
+            .arg("0")
+            .cmd("LLEN")
+            .arg("a");
+        assert_eq!(
+            runs(&p),
+            [
+                vec!["PING", "LPUSH a 1", "LLEN {a}.dead"],
+                vec!["EVAL return 1 1 b", "EVAL return 1 0"],
+                vec!["LPUSH a 2"],
+                vec!["XREAD STREAMS a 0"],
+                vec!["LLEN a"],
+            ]
+        );
+    }
+
+    #[test]
+    fn readonly_and_masterdown_replies_mean_a_failover() {
+        let parse = |bytes: &[u8]| redis::parse_redis_value(bytes).expect("parse");
+        assert!(replica_reply(&parse(
+            b"-READONLY You can't write against a read only replica.\r\n"
+        )));
+        assert!(replica_reply(&parse(
+            b"*2\r\n:1\r\n-MASTERDOWN Link with MASTER is down\r\n"
+        )));
+        assert!(!replica_reply(&parse(b"-ERR wrong number of arguments\r\n")));
+        assert!(!replica_reply(&parse(b":1\r\n")));
+        assert!(transient_reply(&parse(b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n")).is_some());
+        assert!(transient_reply(&parse(b"-WRONGTYPE Operation against a key\r\n")).is_none());
+    }
 
     #[test]
     fn bare_socket_paths_become_unix_urls() {

@@ -213,3 +213,40 @@ async fn sentinel_failover_loses_no_acknowledged_message() {
     assert_eq!(rest, expected);
     assert!(redis.is_healthy());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_switchover_is_followed_by_the_same_handle() {
+    let setup = RedisSentinel::start();
+    let redis = Redis::open(&setup.url()).expect("open");
+    let q = Queue::new(&redis, "metrics.send.queue");
+    q.push(b"before").await.expect("push");
+    let old = setup.master_port().expect("master");
+    let replicated = wait_for(Duration::from_secs(10), || {
+        setup.replica.cli(&["LLEN", "metrics.send.queue"]).trim() == "1"
+    });
+    assert!(replicated);
+    // A planned switchover: the old master stays up, as a replica of the new one. (Sentinel
+    // answers NOGOODSLAVE until it has fresh news of the replica.)
+    let asked = wait_for(Duration::from_secs(30), || {
+        setup.sentinel.cli(&["SENTINEL", "FAILOVER", "ironwork"]).trim() == "OK"
+    });
+    assert!(asked, "sentinel refused the failover");
+    let switched = wait_for(Duration::from_secs(30), || {
+        setup.master_port().is_some_and(|p| p != old) && setup.master.cli(&["ROLE"]).contains("slave")
+    });
+    assert!(switched, "sentinel did not switch over");
+    // Writes the old master took before it turned replica are lost with it (replication is
+    // asynchronous); from here on the handle must reach the new master.
+    tokio::time::timeout(Duration::from_secs(30), q.push(b"after"))
+        .await
+        .expect("push after the switchover in time")
+        .expect("push after the switchover");
+    assert_eq!(
+        setup.replica.cli(&["LRANGE", "metrics.send.queue", "0", "-1"]).trim(),
+        "after\nbefore"
+    );
+    assert!(
+        setup.master.cli(&["ROLE"]).contains("slave"),
+        "the old master is a replica now"
+    );
+}

@@ -53,7 +53,7 @@ pub enum Command {
         /// `NAME[:WID]`: the watcher and its worker number (1 by default).
         #[arg(required_unless_present = "list")]
         watcher: Option<String>,
-        /// Print the plugin workers (`NAME:WID`, one per line) the `ironwork-watcher@` units run.
+        /// Print every worker of the generated ringmaster.ini (`NAME:WID`, one per line).
         #[arg(long)]
         list: bool,
     },
@@ -186,7 +186,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Exec { watcher, list } => {
             let home = home(cli.home)?;
             if list {
-                for worker in crate::lifecycle::plugin_workers(&home)? {
+                for worker in crate::lifecycle::workers(&home)? {
                     println!("{worker}");
                 }
                 return Ok(0);

@@ -77,14 +77,19 @@ impl Home {
         if ini.exists() {
             return Err(HomeError::AlreadyInitialised(ini));
         }
-        // Private: sockets, queued data and admin settings are nobody else's business.
-        let private = [home.config_dir(), home.plugin_overrides_dir(), home.var_dir()];
+        // Private: sockets, queued data, admin settings and what is generated from them
+        // (passwords in Redis and Elasticsearch URLs included) are nobody else's business.
+        let private = [
+            home.config_dir(),
+            home.plugin_overrides_dir(),
+            home.var_dir(),
+            home.config_auto_dir(),
+        ];
         for d in &private {
             create_dir(d, 0o700)?;
         }
         let public = [
             home.plugins_dir(),
-            home.config_auto_dir(),
             home.data_dir(),
             home.incoming_dir(),
             home.data_tmp_dir(),
@@ -97,7 +102,7 @@ impl Home {
             create_dir(d, 0o755)?;
         }
         // Created above, and possibly pre-existing with looser modes: tighten them either way.
-        for d in [home.config_dir(), home.var_dir()] {
+        for d in [home.config_dir(), home.var_dir(), home.config_auto_dir()] {
             fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).map_err(|source| HomeError::Io {
                 action: "set permissions of",
                 path: d.clone(),

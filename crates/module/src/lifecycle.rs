@@ -67,6 +67,8 @@ pub struct Report {
     pub recent_errors: Vec<String>,
     /// Whether the queues' Redis answered (`None` when not asked: ringmaster is not running).
     pub redis_ok: Option<bool>,
+    /// Whether `[redis] shared_url` answered (`None` when not asked or not set).
+    pub shared_redis_ok: Option<bool>,
 }
 
 impl Report {
@@ -74,6 +76,7 @@ impl Report {
     pub fn healthy(&self) -> bool {
         self.running
             && self.redis_ok != Some(false)
+            && self.shared_redis_ok != Some(false)
             && self.watchers.iter().all(WatcherState::is_up)
             && self
                 .conf_monitor
@@ -109,6 +112,13 @@ impl std::fmt::Display for Report {
             writeln!(
                 f,
                 "redis: UNREACHABLE (queue depths and the configuration's state unknown)"
+            )?;
+        }
+        if self.shared_redis_ok == Some(false) {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "shared redis: UNREACHABLE (the collector's and reflector's queue depths unknown)"
             )?;
         }
         if let Some(s) = &self.conf_monitor {
@@ -290,18 +300,25 @@ pub async fn status(home: &Home) -> anyhow::Result<Report> {
             .filter(|w| w.name.starts_with("step."))
             .map(|w| w.name.clone())
             .collect();
-        let view = async {
-            let (mut queues, conf) = redis_view(&url, &known).await?;
-            queues.extend(shared_view(&shared_url).await?);
-            anyhow::Ok((queues, conf))
-        };
-        match tokio::time::timeout(Duration::from_secs(5), view).await {
+        match tokio::time::timeout(Duration::from_secs(5), redis_view(&url, &known)).await {
             Ok(Ok((queues, conf))) => {
                 report.queues = queues;
                 report.conf_monitor = conf;
                 report.redis_ok = Some(true);
             }
             _ => report.redis_ok = Some(false),
+        }
+        // The collector's and reflector's queues, in `[redis] shared_url` when set.
+        let shared = shared_url != url;
+        if shared || report.redis_ok == Some(true) {
+            let got = tokio::time::timeout(Duration::from_secs(5), shared_view(&shared_url)).await;
+            let answered = matches!(got, Ok(Ok(_)));
+            if let Ok(Ok(queues)) = got {
+                report.queues.extend(queues);
+            }
+            if shared {
+                report.shared_redis_ok = Some(answered);
+            }
         }
     }
     report.recent_errors = recent_errors(&home.log_dir(), 5);
@@ -381,21 +398,13 @@ async fn shared_view(url: &str) -> anyhow::Result<Vec<QueueDepth>> {
     Ok(queues)
 }
 
-/// The watchers the `ironwork-watcher@` units run, one `NAME:WID` per process: plugin steps
-/// (not the built-in switch), apps, extra daemons and nginx. The other watchers are ironwork's
-/// own daemons and Redis, which have units of their own.
-pub fn plugin_workers(home: &Home) -> anyhow::Result<Vec<String>> {
+/// Every worker of the generated ringmaster.ini, `NAME:WID`, in the file's order: what a
+/// service manager runs one unit or container per (`exec`).
+pub fn workers(home: &Home) -> anyhow::Result<Vec<String>> {
     let config = load_generated(home)?;
-    let plugin_watcher = |name: &str| {
-        (name.starts_with("step.") && name != "step.switch.main")
-            || name.starts_with("app.")
-            || name.starts_with("extra_daemon.")
-            || name == "nginx"
-    };
     Ok(config
         .watchers
         .iter()
-        .filter(|w| plugin_watcher(&w.name))
         .flat_map(|w| (1..=w.numprocesses).map(move |wid| format!("{}:{wid}", w.name)))
         .collect())
 }

@@ -61,7 +61,7 @@ fn init_creates_the_tree_and_refuses_to_overwrite() {
     ] {
         assert!(dir.is_dir(), "{} missing", dir.display());
     }
-    for private in [home.config_dir(), home.var_dir()] {
+    for private in [home.config_dir(), home.var_dir(), home.config_auto_dir()] {
         let mode = std::fs::metadata(&private).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{}", private.display());
     }

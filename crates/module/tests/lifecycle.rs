@@ -171,7 +171,7 @@ fn start_reports_a_supervisor_that_dies_at_once_without_waiting_out_the_timeout(
 /// `ironwork exec`: what the systemd units and containers run, one watcher in the foreground in
 /// place of the `ironwork` process, with ringmaster's environment and working directory.
 #[test]
-fn exec_runs_one_watcher_in_place_and_lists_the_plugin_workers() {
+fn exec_runs_one_watcher_in_place_and_lists_every_worker() {
     let bins = bin_dir();
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path().join("home");
@@ -192,8 +192,22 @@ fn exec_runs_one_watcher_in_place_and_lists_the_plugin_workers() {
     let out = ironwork(&home, &["exec", "--list"]);
     assert!(out.status.success(), "{}", text(&out));
     let listed: Vec<&str> = std::str::from_utf8(&out.stdout).expect("utf8").lines().collect();
+    for worker in [
+        "redis:1",
+        "directory_observer:1",
+        "conf_monitor:1",
+        "gc:1",
+        "step.switch.main:1",
+    ] {
+        assert!(listed.contains(&worker), "{worker} missing from {listed:?}");
+    }
+    let plugin_workers: Vec<&str> = listed
+        .iter()
+        .copied()
+        .filter(|w| w.starts_with("step.demo") || w.starts_with("extra_daemon."))
+        .collect();
     assert_eq!(
-        listed,
+        plugin_workers,
         [
             "step.demo.main:1",
             "step.demo.main:2",

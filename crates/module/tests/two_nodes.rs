@@ -47,6 +47,7 @@ const TTL: Duration = Duration::from_secs(2);
 struct Node {
     home: PathBuf,
     collector_api: String,
+    reflector_api: String,
     _running: Running,
 }
 
@@ -61,6 +62,7 @@ impl Node {
         std::fs::set_permissions(plugin.join("tick.sh"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
         std::fs::create_dir_all(home.join("done")).expect("done dir");
         let collector_api = format!("127.0.0.1:{}", free_tcp_port());
+        let reflector_api = format!("127.0.0.1:{}", free_tcp_port());
         let ini = home.join("config/ironwork.ini");
         let mut settings = std::fs::read_to_string(&ini).expect("ironwork.ini");
         for (section, key, value) in [
@@ -70,7 +72,7 @@ impl Node {
             ("daemons", "reflector", "true".into()),
             ("collector", "listen", collector_api.clone()),
             ("collector", "leader_ttl", "2s".into()),
-            ("reflector", "listen", format!("127.0.0.1:{}", free_tcp_port())),
+            ("reflector", "listen", reflector_api.clone()),
             ("reflector", "metrics_send_retry_count", "1".into()),
             ("reflector", "metrics_send_retry_interval", "200ms".into()),
             ("reflector", "metrics_sent_backup_mode", "yes".into()),
@@ -86,6 +88,7 @@ impl Node {
         Node {
             home: home.to_path_buf(),
             collector_api,
+            reflector_api,
             _running: running,
         }
     }
@@ -94,6 +97,13 @@ impl Node {
         request(&self.collector_api, "GET", "/me/status", &[], b"")
             .map(|a| a.json())
             .unwrap_or_default()
+    }
+
+    /// Whether this node's reflector runs the leader's jobs (resend, expiry).
+    fn reflector_leads(&self) -> bool {
+        request(&self.reflector_api, "GET", "/metrics", &[], b"")
+            .map(|a| a.text().lines().any(|l| l.trim() == "reflector_leader 1"))
+            .unwrap_or(false)
     }
 
     fn leads(&self) -> bool {
@@ -214,6 +224,12 @@ fn two_nodes_share_a_cluster_and_survive_the_managers_death() {
         0,
         "the follower enqueued jobs"
     );
+    assert!(
+        a.reflector_leads() != b.reflector_leads(),
+        "exactly one reflector leads: A {}, B {}",
+        a.reflector_leads(),
+        b.reflector_leads()
+    );
     let reflector_lease = cluster.cli(&["GET", "reflector.leader.lease"]);
     assert!(
         reflector_lease.starts_with("node-a.") || reflector_lease.starts_with("node-b."),
@@ -236,6 +252,9 @@ fn two_nodes_share_a_cluster_and_survive_the_managers_death() {
         a.collector_status()["leader"] == false
     });
     assert!(b.leads());
+    let status = ironwork(&a.home, &["status"]);
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(!text(&status).contains("UNREACHABLE"), "{}", text(&status));
 
     // An InfluxDB outage: what cannot be sent waits in the shared unsent table, and the
     // reflector leader (on either node) resends it when InfluxDB is back.
@@ -253,13 +272,30 @@ fn two_nodes_share_a_cluster_and_survive_the_managers_death() {
         cluster.cli(&["ZCARD", "metrics.unsent"]).trim() == "0"
     });
 
-    // Everything collected was reflected exactly once and reached InfluxDB; nothing in flight.
-    wait("the queues to drain", Duration::from_secs(20), || {
-        cluster.cli(&["LLEN", "collector.job.queue"]).trim() == "0"
-            && cluster.cli(&["LLEN", "collector.data.queue"]).trim() == "0"
-            && cluster.cli(&["LLEN", "metrics.send.queue"]).trim() == "0"
-    });
+    // The collection is disabled (through the leader's agent API: the state is shared), the runs
+    // under way end, and everything collected drains.
+    let token = std::fs::read_to_string(b.home.join("var/state/collector.token")).expect("token");
+    let auth = format!("Bearer {}", token.trim());
+    let disabled = request(
+        &b.collector_api,
+        "POST",
+        "/plugins/disable?ns=tick&repo=tick",
+        &[("authorization", &auth)],
+        b"",
+    )
+    .expect("disable");
+    assert_eq!(disabled.status, 200, "{}", disabled.text());
     std::thread::sleep(Duration::from_secs(2));
+    wait("nothing queued or in flight", Duration::from_secs(30), || {
+        let empty = |cmd: &str, key: &str| matches!(cluster.cli(&[cmd, key]).trim(), "0" | "");
+        ["collector.job.queue", "collector.data.queue", "metrics.send.queue"]
+            .iter()
+            .all(|q| empty("LLEN", q))
+            && cluster.keys("{*}.processing.*").iter().all(|k| empty("LLEN", k))
+            && empty("ZCARD", "metrics.unsent")
+    });
+
+    // Every result was reflected exactly once and reached InfluxDB.
     let seen = sniffed(&cluster);
     let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
     assert!(twice.is_empty(), "results reflected more than once: {twice:?}");
@@ -269,14 +305,16 @@ fn two_nodes_share_a_cluster_and_survive_the_managers_death() {
     }
     assert_eq!(per_target.len(), 3, "{per_target:?}");
     for (target, slots) in &per_target {
-        // Slots follow each other every second; only the takeover may skip a few.
+        // Slots follow each other every second. Only the takeover may skip some: the lease's
+        // TTL, or up to a run guard's TTL (16 s here) when the killed collector held that
+        // target's guard.
         let gaps: Vec<i64> = slots.windows(2).map(|w| w[1] - w[0]).collect();
         let long: Vec<&i64> = gaps.iter().filter(|&&g| g != 1000).collect();
         assert!(
-            long.len() <= 1 && long.iter().all(|&&g| g % 1000 == 0 && g <= 5000),
+            long.len() <= 1 && long.iter().all(|&&g| g % 1000 == 0 && g <= 20_000),
             "{target}: gaps between slots {gaps:?}"
         );
-        assert!(slots.len() >= 8, "{target}: {} slots", slots.len());
+        assert!(slots.len() >= 5, "{target}: {} slots", slots.len());
     }
     let results = seen.len() as u64;
     let points_arrived = wait_for(Duration::from_secs(20), || influx.count("tick.tick") >= results);
@@ -287,9 +325,4 @@ fn two_nodes_share_a_cluster_and_survive_the_managers_death() {
         influx.query("SHOW MEASUREMENTS"),
         std::fs::read_to_string(a.home.join("log/reflector.log")).unwrap_or_default()
     );
-    for key in cluster.keys("{collector.*}.processing.*") {
-        // A killed consumer's list is recovered by its peers once its heartbeat expires.
-        let left = cluster.cli(&["LLEN", &key]);
-        assert!(left.trim() == "0" || left.trim().is_empty(), "{key} holds {left}");
-    }
 }

@@ -151,13 +151,7 @@ async fn query(config: &Config, command: Command) -> anyhow::Result<()> {
         Command::Cache { pattern } => {
             let mut conn = redis.conn();
             let pattern = format!("{}{pattern}", names::REFLECTOR_CACHE_PREFIX);
-            let mut keys: Vec<String> = Vec::new();
-            {
-                let mut iter: redis::AsyncIter<'_, String> = conn.scan_match(&pattern).await?;
-                while let Some(k) = iter.next_item().await {
-                    keys.push(k?);
-                }
-            }
+            let mut keys = redis.keys_matching(&pattern).await?;
             keys.sort();
             for key in keys {
                 let value: Option<String> = conn.get(&key).await?;
