@@ -118,6 +118,15 @@ async fn lead(shared: &Shared, leader: &mut watch::Receiver<bool>, token: &Cance
         match pushed {
             Ok(_) => {
                 shared.stats.jobs_enqueued.add(payloads.len() as u64);
+                // The running total operators see (`ironwork status`, the console).
+                let total: Result<u64, _> = redis::cmd("INCRBY")
+                    .arg(names::COLLECTOR_JOBS_ENQUEUED)
+                    .arg(payloads.len())
+                    .query_async(&mut shared.redis.conn())
+                    .await;
+                if let Err(e) = total {
+                    tracing::debug!(error = %e, "could not count the enqueued jobs");
+                }
                 let pushed = now_ms();
                 for d in &due {
                     shared.stats.lateness.record(pushed.saturating_sub(d.due_ms));

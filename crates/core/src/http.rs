@@ -54,11 +54,14 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: HealthC
 /// Accept on `listener` until `token` is cancelled and serve each connection (HTTP/1.1) with
 /// `handle`, at most `max` at once (further ones wait in the accept backlog). Open connections
 /// are dropped on cancel; a handler error closes its connection without an answer.
-pub async fn serve_connections<H, F, E>(listener: TcpListener, max: usize, token: CancellationToken, handle: H)
+pub async fn serve_connections<H, F, E, B>(listener: TcpListener, max: usize, token: CancellationToken, handle: H)
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response<Full<Bytes>>, E>> + Send + 'static,
+    F: Future<Output = Result<Response<B>, E>> + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let limit = Arc::new(Semaphore::new(max));
     let tracker = TaskTracker::new();

@@ -23,6 +23,7 @@ pub mod ini;
 pub mod lease;
 pub mod messages;
 pub mod metrics;
+pub mod overview;
 pub mod queue;
 pub mod shutdown;
 pub mod telemetry;

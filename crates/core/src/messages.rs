@@ -49,8 +49,20 @@ pub mod names {
         format!("collector.running.{plugin}.{collection}.{target}")
     }
 
+    /// Counter: jobs the collection managers enqueued, in total (`INCRBY`).
+    pub const COLLECTOR_JOBS_ENQUEUED: &str = "collector.jobs.enqueued";
+    /// Counter: points the reflectors' senders delivered, in total.
+    pub const METRICS_POINTS_SENT: &str = "metrics.points.sent";
+    /// Counter: points they could not deliver (kept in `metrics.unsent`), in total.
+    pub const METRICS_POINTS_UNSENT: &str = "metrics.points.unsent";
+
     /// String key: conf_monitor's last verdict, `{"ok", "time", "errors", "changed"}` (JSON).
     pub const CONF_MONITOR_STATUS: &str = "conf_monitor.status";
+
+    /// `counter.<plugin>.<step>`: how many files entered that step (an integer, `INCR`).
+    pub fn step_files(plugin: &str, step: &str) -> String {
+        format!("counter.{plugin}.{step}")
+    }
 
     /// `step.<plugin>.<step>`, the queue (and directory suffix) of one plugin step.
     pub fn step_queue(plugin: &str, step: &str) -> String {

@@ -205,6 +205,7 @@ async fn show(home: &Home) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    show_console(home);
     say("ironwork status");
     print!("{}", crate::lifecycle::status(home).await?);
     say("ironwork stop (ordered: steps first, Redis last)");
@@ -283,6 +284,37 @@ async fn show_app(home: &Home, front: &str) -> anyhow::Result<()> {
         f.quantile_ms(0.99).unwrap_or(0.0)
     );
     Ok(())
+}
+
+/// The console ringmaster serves: what its snapshot holds.
+fn show_console(home: &Home) {
+    let Some(addr) = crate::settings::Settings::load(home)
+        .ok()
+        .and_then(|s| s.console.listen)
+    else {
+        return;
+    };
+    say(&format!(
+        "the console: http://{addr}/ (changes need var/state/console.token)"
+    ));
+    match http_get(&addr.to_string(), "/api/state").and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok()) {
+        Some(state) => {
+            let count = |k: &str| state[k].as_array().map_or(0, Vec::len);
+            let files: Vec<String> = state["pipeline"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| format!("{} {}", p["step"].as_str().unwrap_or_default(), p["files"]))
+                .collect();
+            println!(
+                "  {} watchers, {} queues, files per step: {}",
+                count("watchers"),
+                count("queues"),
+                files.join(", ")
+            );
+        }
+        None => println!("  not answering (is {addr} taken by another program?)"),
+    }
 }
 
 /// `GET path` on `addr`: the status and the body (`Connection: close`, no chunking expected).

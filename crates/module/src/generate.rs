@@ -230,6 +230,14 @@ fn ringmaster_ini(home: &Home, settings: &Settings, plugins: &[&Plugin], bin_dir
     };
     o.kv("redis_url", ringmaster_redis);
     o.kv("state_file", path(&home.state_dir().join("ringmaster.pids")));
+    if let Some(shared) = &redis.shared_url {
+        o.kv("shared_redis_url", shared);
+    }
+    if let Some(addr) = settings.console.listen {
+        o.kv("console", addr);
+        o.kv("console_token_file", path(&home.state_dir().join("console.token")));
+        o.kv("trash_dir", path(&home.trash_dir()));
+    }
 
     o.section("env");
     o.kv("IRONWORK_HOME", path(&home.root));

@@ -39,18 +39,7 @@ impl WatcherState {
     }
 }
 
-/// One step queue's depths.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueDepth {
-    /// `step.<plugin>.<step>`.
-    pub queue: String,
-    /// Waiting messages.
-    pub waiting: u64,
-    /// Messages held by workers.
-    pub in_flight: u64,
-    /// Dead letters.
-    pub dead: u64,
-}
+pub use ironwork_core::overview::QueueDepth;
 
 /// What `ironwork status` prints.
 #[derive(Debug, Clone, Default)]
@@ -69,6 +58,8 @@ pub struct Report {
     pub redis_ok: Option<bool>,
     /// Whether `[redis] shared_url` answered (`None` when not asked or not set).
     pub shared_redis_ok: Option<bool>,
+    /// The collector's and reflector's leaders and totals, when either runs here.
+    pub metric_pipeline: Option<ironwork_core::overview::MetricPipeline>,
 }
 
 impl Report {
@@ -112,6 +103,17 @@ impl std::fmt::Display for Report {
             writeln!(
                 f,
                 "redis: UNREACHABLE (queue depths and the configuration's state unknown)"
+            )?;
+        }
+        if let Some(m) = &self.metric_pipeline {
+            writeln!(f)?;
+            let holder = |h: &Option<String>| h.clone().unwrap_or_else(|| "none".into());
+            writeln!(f, "collection manager: {}", holder(&m.collector_leader))?;
+            writeln!(f, "reflector leader:   {}", holder(&m.reflector_leader))?;
+            writeln!(
+                f,
+                "jobs enqueued {}, points sent {}, not sent {}, unsent batches waiting {}",
+                m.jobs_enqueued, m.points_sent, m.points_unsent, m.unsent_batches
             )?;
         }
         if self.shared_redis_ok == Some(false) {
@@ -308,16 +310,28 @@ pub async fn status(home: &Home) -> anyhow::Result<Report> {
             }
             _ => report.redis_ok = Some(false),
         }
-        // The collector's and reflector's queues, in `[redis] shared_url` when set.
-        let shared = shared_url != url;
-        if shared || report.redis_ok == Some(true) {
-            let got = tokio::time::timeout(Duration::from_secs(5), shared_view(&shared_url)).await;
-            let answered = matches!(got, Ok(Ok(_)));
-            if let Ok(Ok(queues)) = got {
-                report.queues.extend(queues);
+        // The collector's and reflector's leaders and totals (what the console shows too).
+        let metric_daemons = report
+            .watchers
+            .iter()
+            .any(|w| w.name == "collector" || w.name == "reflector");
+        if metric_daemons {
+            let view = async {
+                let redis = ironwork_core::Redis::open(&shared_url)?;
+                anyhow::Ok(ironwork_core::overview::metric_pipeline(&redis).await?)
+            };
+            if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), view).await {
+                report.metric_pipeline = Some(m);
             }
-            if shared {
-                report.shared_redis_ok = Some(answered);
+        }
+        // The collector's and reflector's queues, in `[redis] shared_url` when set.
+        if shared_url != url {
+            match tokio::time::timeout(Duration::from_secs(5), shared_view(&shared_url)).await {
+                Ok(Ok(queues)) => {
+                    report.queues.extend(queues);
+                    report.shared_redis_ok = Some(true);
+                }
+                _ => report.shared_redis_ok = Some(false),
             }
         }
     }
@@ -325,77 +339,26 @@ pub async fn status(home: &Home) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// The node's queues (the same figures ringmaster's console shows) and conf_monitor's verdict.
 async fn redis_view(url: &str, known: &[String]) -> anyhow::Result<(Vec<QueueDepth>, Option<Value>)> {
-    let client = redis::Client::open(ironwork_core::connection::normalize_url(url).as_str())?;
-    let mut c = client.get_multiplexed_async_connection().await?;
-    let mut keys: Vec<String> = Vec::new();
-    // The queues, and the keys that go with them (`{step.a.b}.dead`, …).
-    for pattern in ["step.*", "{step.*"] {
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("TYPE")
-                .arg("list")
-                .arg("COUNT")
-                .arg(1000)
+    let redis = ironwork_core::Redis::open(url)?;
+    let queues = ironwork_core::overview::depths(&redis, known).await?;
+    let conf: Option<String> = redis
+        .retry("conf_monitor_status", |mut c| async move {
+            redis::cmd("GET")
+                .arg(names::CONF_MONITOR_STATUS)
                 .query_async(&mut c)
-                .await?;
-            keys.extend(batch);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-    }
-    let mut names_seen: std::collections::BTreeSet<String> = known.iter().cloned().collect();
-    for k in &keys {
-        names_seen.insert(names::queue_of(k).unwrap_or(k).to_string());
-    }
-    let mut queues: Vec<QueueDepth> = Vec::new();
-    for k in &names_seen {
-        let waiting: u64 = redis::cmd("LLEN").arg(k).query_async(&mut c).await?;
-        let dead: u64 = redis::cmd("LLEN").arg(names::dead(k)).query_async(&mut c).await?;
-        let mut in_flight = 0;
-        let prefix = names::processing(k, "");
-        for p in keys.iter().filter(|p| p.starts_with(&prefix)) {
-            let n: u64 = redis::cmd("LLEN").arg(p).query_async(&mut c).await?;
-            in_flight += n;
-        }
-        queues.push(QueueDepth {
-            queue: k.clone(),
-            waiting,
-            in_flight,
-            dead,
-        });
-    }
-    let conf: Option<String> = redis::cmd("GET")
-        .arg(names::CONF_MONITOR_STATUS)
-        .query_async(&mut c)
+                .await
+        })
         .await?;
     Ok((queues, conf.and_then(|s| serde_json::from_str(&s).ok())))
 }
 
-/// The metric pipeline's queues in the collector's and reflector's Redis (`[redis] shared_url`,
-/// which may be a cluster), when they hold anything (waiting or dead).
+/// The collector's and reflector's queues in `[redis] shared_url` (which may be a cluster), when
+/// they hold anything.
 async fn shared_view(url: &str) -> anyhow::Result<Vec<QueueDepth>> {
     let redis = ironwork_core::Redis::open(url)?;
-    let mut queues = Vec::new();
-    for k in [names::COLLECTOR_JOB, names::COLLECTOR_DATA, names::METRICS_SEND] {
-        let q = ironwork_core::Queue::new(&redis, k);
-        let (waiting, dead) = (q.len().await?, q.dead_len().await?);
-        if waiting + dead > 0 {
-            queues.push(QueueDepth {
-                queue: k.to_string(),
-                waiting,
-                in_flight: 0,
-                dead,
-            });
-        }
-    }
-    Ok(queues)
+    Ok(ironwork_core::overview::depths(&redis, &[]).await?)
 }
 
 /// Every worker of the generated ringmaster.ini, `NAME:WID`, in the file's order: what a

@@ -122,6 +122,12 @@ server =
 # Its trapper port.
 port = 10051
 
+[console]
+# ringmaster's web console: watchers, queues, pipeline, logs, and buttons to start, stop,
+# restart, grow and shrink watchers (those need the token in var/state/console.token).
+# host:port; empty: no console. Anything but loopback makes every page need the token.
+listen = 127.0.0.1:18870
+
 [nginx]
 # The front of the plugins' apps ([app_<name>] sections); it runs only when a plugin has an app.
 # Where it listens (host:port).
@@ -151,6 +157,7 @@ const SECTIONS: &[&str] = &[
     "collector",
     "reflector",
     "nginx",
+    "console",
 ];
 
 /// Default `[redis] maxmemory`: 2 GiB.
@@ -161,6 +168,8 @@ pub const DEFAULT_MAXMEMORY: u64 = 2 << 30;
 pub struct Settings {
     /// `[redis]`.
     pub redis: RedisSettings,
+    /// `[console]`.
+    pub console: ConsoleSettings,
     /// `[node] name`: this node's name (`IRONWORK_NODE` for every daemon); `None` = host name.
     pub node_name: Option<String>,
     /// `[data]`.
@@ -187,6 +196,21 @@ pub struct Settings {
     pub reflector: Vec<(String, String)>,
     /// `[nginx]`.
     pub nginx: NginxSettings,
+}
+
+/// `[console]`: ringmaster's web console.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConsoleSettings {
+    /// `listen` (127.0.0.1:18870); `None` = no console.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 18870))),
+        }
+    }
 }
 
 /// `[nginx]`: the front of the plugins' apps.
@@ -582,6 +606,15 @@ impl Settings {
                         } else {
                             Err("letters, digits, '-', '_' or '.'".into())
                         }
+                    });
+                }
+                "console" => {
+                    s.console.listen = r.parse_with("listen", s.console.listen, |v| match v.trim() {
+                        "" => Ok(None),
+                        v => v
+                            .parse()
+                            .map(Some)
+                            .map_err(|_| "expected ip:port, like 127.0.0.1:18870".into()),
                     });
                 }
                 "nginx" => {

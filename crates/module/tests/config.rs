@@ -198,7 +198,7 @@ fn settings_errors_are_all_reported_with_file_section_key_and_line() {
             "H/config/ironwork.ini:9: [switch] numprocesses: must be at least 1 (found \"0\")",
             "H/config/ironwork.ini:11: [gc] every: must be longer than 0 (found \"0\")",
             "H/config/ironwork.ini:13: [zabbix] port: expected a port (1-65535) (found \"99999\")",
-            "H/config/ironwork.ini:14: [mystery]: unknown section (expected one of redis, node, data, daemons, switch, gc, binaries, elasticsearch, influxdb, zabbix, collector, reflector, nginx)",
+            "H/config/ironwork.ini:14: [mystery]: unknown section (expected one of redis, node, data, daemons, switch, gc, binaries, elasticsearch, influxdb, zabbix, collector, reflector, nginx, console)",
         ]
     );
 }

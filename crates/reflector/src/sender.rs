@@ -138,6 +138,7 @@ async fn send_batch(
         }
     }
     let mut records: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    let (mut sent, mut unsent) = (0u64, 0u64);
     for (dest, (attempts, outcome)) in shared.destinations.iter().zip(outcomes) {
         let record = |error: Option<String>| MetricBatch {
             batch_id: batch_id.clone(),
@@ -150,6 +151,7 @@ async fn send_batch(
         match outcome {
             Ok(delivered) => {
                 shared.stats.points_sent.add(n);
+                sent += n;
                 if delivered.failed_items > 0 {
                     shared.stats.zabbix_failed.add(delivered.failed_items);
                     tracing::warn!(endpoint = %dest.name, batch = %batch_id, failed = delivered.failed_items, total = n, "the server could not store some values (unknown host or key?)");
@@ -160,6 +162,7 @@ async fn send_batch(
             }
             Err(Failure::Unreachable(e)) => {
                 shared.stats.points_unsent.add(n);
+                unsent += n;
                 tracing::warn!(endpoint = %dest.name, batch = %batch_id, points = n, error = %e, "batch not delivered; kept in the unsent backup");
                 records.push((names::METRICS_UNSENT_QUEUE, serde_json::to_vec(&record(Some(e)))?));
             }
@@ -179,12 +182,21 @@ async fn send_batch(
             }
         }
     }
-    if records.is_empty() {
+    if records.is_empty() && sent + unsent == 0 {
         return Ok(());
     }
     let mut pipe = redis::pipe();
     for (queue, record) in &records {
         pipe.lpush(*queue, record).ignore();
+    }
+    // The running totals operators see (`ironwork status`, the console).
+    for (key, n) in [
+        (names::METRICS_POINTS_SENT, sent),
+        (names::METRICS_POINTS_UNSENT, unsent),
+    ] {
+        if n > 0 {
+            pipe.incr(key, n).ignore();
+        }
     }
     shared.redis.pipeline::<()>("record batches", &pipe).await?;
     Ok(())

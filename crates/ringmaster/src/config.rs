@@ -14,10 +14,8 @@ use std::time::Duration;
 use ironwork_core::config::{
     parse_bool, parse_bytes, parse_duration, ConfigError, ConfigErrors, Report, SectionReader, UnknownKeys,
 };
-use ironwork_core::connection::normalize_url;
 use ironwork_core::ini::{Entry, Ini, Section};
 use nix::sys::signal::Signal;
-use redis::IntoConnectionInfo;
 
 /// A whole validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +53,16 @@ pub struct RingmasterSettings {
     pub redis_url: Option<String>,
     /// Loopback address for `/health` and `/metrics` (`http = 127.0.0.1:9101`, or a bare port).
     pub http: Option<SocketAddr>,
+    /// Where the collector and reflector keep their queues, leases and totals, when not in
+    /// `redis_url` (`shared_redis_url`): the console reads them there.
+    pub shared_redis_url: Option<String>,
+    /// The data directory's `trash/` (`trash_dir`), whose files per step the console counts.
+    pub trash_dir: Option<PathBuf>,
+    /// Address of the web console (`console = 127.0.0.1:18870`, or a bare port); none by default.
+    pub console: Option<SocketAddr>,
+    /// The console's token (`console_token_file`, default `console.token` beside `state_file`),
+    /// created 0600 when missing.
+    pub console_token_file: PathBuf,
     /// Where the pids of running children are recorded, so that a restarted ringmaster can kill what
     /// a SIGKILLed predecessor left behind (`state_file`, default `<control socket>.pids`).
     pub state_file: PathBuf,
@@ -1030,7 +1038,11 @@ fn read_ringmaster(
     default_state.push(".pids");
     let mut settings = RingmasterSettings {
         redis_url: None,
+        shared_redis_url: None,
+        trash_dir: None,
         http: None,
+        console: None,
+        console_token_file: PathBuf::from(&default_state).with_file_name("console.token"),
         state_file: PathBuf::from(default_state),
         memory_check_interval: Duration::from_secs(1),
         flapping: Flapping::default(),
@@ -1057,10 +1069,17 @@ fn read_ringmaster(
     let section = expand_section(&loc.file, &loc.section, global_env, report);
     let mut r = report.section(&loc.file, &section);
     settings.redis_url = r.parse_with("redis_url", None, parse_redis_url);
+    settings.shared_redis_url = r.parse_with("shared_redis_url", None, parse_redis_url);
+    settings.trash_dir = non_empty(r.str("trash_dir")).map(|d| resolve(main_dir, d));
     settings.http = r.parse_with("http", None, parse_http);
+    settings.console = r.parse_with("console", None, parse_http);
     if let Some(state_file) = non_empty(r.str("state_file")) {
         settings.state_file = resolve(main_dir, state_file);
     }
+    settings.console_token_file = match non_empty(r.str("console_token_file")) {
+        Some(f) => resolve(main_dir, f),
+        None => settings.state_file.with_file_name("console.token"),
+    };
     settings.memory_check_interval = r.parse_with(
         "memory_check_interval",
         settings.memory_check_interval,
@@ -1093,9 +1112,7 @@ fn parse_redis_url(s: &str) -> Result<Option<String>, String> {
     if s.is_empty() {
         return Ok(None);
     }
-    normalize_url(s)
-        .as_str()
-        .into_connection_info()
+    ironwork_core::connection::Endpoint::parse(s)
         .map(|_| Some(s.to_string()))
         .map_err(|e| format!("invalid redis url: {e}"))
 }
@@ -1879,7 +1896,11 @@ mod tests {
             config.ringmaster,
             RingmasterSettings {
                 redis_url: None,
+                shared_redis_url: None,
+                trash_dir: None,
                 http: None,
+                console: None,
+                console_token_file: dir.join("console.token"),
                 state_file: dir.join("ringmaster.sock.pids"),
                 memory_check_interval: Duration::from_secs(1),
                 flapping: Flapping::default(),

@@ -5,12 +5,13 @@
 //! - [`process`]: spawning (setsid, rlimits, sockets, pipes) and tree signalling.
 //! - [`reaper`]: SIGCHLD-driven reaping, including adopted orphans (child subreaper).
 //! - [`control`]: the control socket and its client; [`bridge`]: the same commands over Redis,
-//!   and lifecycle events published there.
+//!   and lifecycle events published there; [`console`]: the web console.
 //! - [`state`]: the pid record that lets a restarted ringmaster clean up after a SIGKILLed one.
 //! - [`procfs`]: /proc reads; [`stream`]: children's output into rotated files; [`notify`]: sd_notify.
 
 pub mod bridge;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod drain;
 pub mod notify;
@@ -57,17 +58,46 @@ pub async fn run(config_path: PathBuf, config: Config, shutdown: Shutdown) -> an
     let listener = control::bind(&control_path)?;
 
     let (inputs_tx, inputs_rx) = mpsc::channel(INPUT_BUFFER);
-    let (events_tx, events_rx) = mpsc::channel(bridge::EVENT_BUFFER);
+    let (events_tx, mut events_rx) = mpsc::channel(bridge::EVENT_BUFFER);
     let metrics = ironwork_core::metrics::Metrics::new();
     let aux = shutdown.token.child_token();
     let tasks = tokio_util::task::TaskTracker::new();
 
     tasks.spawn(control::serve(listener, inputs_tx.clone(), aux.clone()));
-    match &config.ringmaster.redis_url {
-        Some(url) => {
-            let redis = ironwork_core::Redis::open(url)?;
+    let redis = config
+        .ringmaster
+        .redis_url
+        .as_deref()
+        .map(ironwork_core::Redis::open)
+        .transpose()?;
+    if let Some(addr) = config.ringmaster.console {
+        // The console is a view: without it the supervisor still does its job.
+        let token_file = &config.ringmaster.console_token_file;
+        let shared = config
+            .ringmaster
+            .shared_redis_url
+            .as_deref()
+            .map(ironwork_core::Redis::open)
+            .transpose()?;
+        let console = console::Console::new(inputs_tx.clone(), redis.clone(), shared, token_file, addr)
+            .map(|c| c.with_trash_dir(config.ringmaster.trash_dir.clone()));
+        match (ironwork_core::http::bind(addr).await, console) {
+            (Ok(listener), Ok(console)) => {
+                tracing::info!(%addr, token_file = %token_file.display(), "serving the console");
+                // The console keeps the recent events; they go on to Redis as before.
+                let (forward_tx, forward_rx) = mpsc::channel(bridge::EVENT_BUFFER);
+                tasks.spawn(console.clone().keep_events(events_rx, forward_tx));
+                events_rx = forward_rx;
+                tasks.spawn(console.serve(listener, aux.clone()));
+            }
+            (Err(e), _) => tracing::error!(%addr, error = %e, "cannot serve the console"),
+            (_, Err(e)) => tracing::error!(token_file = %token_file.display(), error = %e, "cannot serve the console"),
+        }
+    }
+    match &redis {
+        Some(redis) => {
             tasks.spawn(bridge::consume_commands(redis.clone(), inputs_tx.clone(), aux.clone()));
-            tasks.spawn(bridge::publish_events(redis, events_rx, aux.clone()));
+            tasks.spawn(bridge::publish_events(redis.clone(), events_rx, aux.clone()));
         }
         None => {
             tasks.spawn(bridge::discard_events(events_rx));

@@ -844,6 +844,8 @@ impl Supervisor {
         let mut details = Map::new();
         details.insert("exit_status".into(), exit.as_status().into());
         details.insert("reason".into(), exit.to_string().into());
+        // Whether ringmaster had asked it to stop (a stop, restart or recycle), or it died.
+        details.insert("requested".into(), p.stopping.is_some().into());
         self.emit(&name, "reap", Some(pid), details);
         if p.stopping.is_some() {
             tracing::debug!(watcher = %name, pid, %exit, "stopped");

@@ -136,7 +136,7 @@ impl TagStore {
         let now = SystemTime::now();
         let mut inv = self.enter.key(key_for(e.from));
         inv.key(key_for(e.at))
-            .key(format!("counter.{}.{}", e.plugin, e.step))
+            .key(ironwork_core::messages::names::step_files(e.plugin, e.step))
             .key(format!("latest.{}.{}", e.plugin, e.step))
             .arg(self.ttl.as_secs().max(1))
             .arg(if e.resume { "1" } else { "0" })

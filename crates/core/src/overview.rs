@@ -1,0 +1,113 @@
+//! What operators see of the queues, in one place for `ironwork status` and ringmaster's
+//! console: each queue's depths, and the metric pipeline's leaders and totals.
+
+use redis::RedisError;
+
+use crate::connection::Redis;
+use crate::messages::names;
+
+/// How full one queue is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueueDepth {
+    /// The queue (`step.<plugin>.<step>`, `collector.job.queue`, …).
+    pub queue: String,
+    /// Waiting messages.
+    pub waiting: u64,
+    /// Messages held by consumers (their processing lists).
+    pub in_flight: u64,
+    /// Dead letters.
+    pub dead: u64,
+}
+
+/// The depths `ironwork status` and ringmaster's console show, read from `redis`: every step
+/// queue in `known` or found there (with the keys that go with it), then the collector's and
+/// reflector's queues when they hold anything.
+pub async fn depths(redis: &Redis, known: &[String]) -> Result<Vec<QueueDepth>, RedisError> {
+    let mut keys = redis.keys_matching("step.*").await?;
+    keys.extend(redis.keys_matching("{step.*").await?);
+    let mut step_queues: std::collections::BTreeSet<String> = known.iter().cloned().collect();
+    for k in &keys {
+        let queue = names::queue_of(k).unwrap_or(k);
+        if queue.split('.').count() == 3 {
+            step_queues.insert(queue.to_string());
+        }
+    }
+    let mut out = Vec::new();
+    for q in &step_queues {
+        let prefix = names::processing(q, "");
+        let processing: Vec<&String> = keys.iter().filter(|k| k.starts_with(&prefix)).collect();
+        out.push(depth(redis, q, &processing).await?);
+    }
+    for q in [names::COLLECTOR_JOB, names::COLLECTOR_DATA, names::METRICS_SEND] {
+        let processing = redis.keys_matching(&format!("{}*", names::processing(q, ""))).await?;
+        let d = depth(redis, q, &processing.iter().collect::<Vec<_>>()).await?;
+        if d.waiting + d.in_flight + d.dead > 0 {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+async fn depth(redis: &Redis, queue: &str, processing: &[&String]) -> Result<QueueDepth, RedisError> {
+    let mut pipe = redis::pipe();
+    pipe.llen(queue).llen(names::dead(queue));
+    for p in processing {
+        pipe.llen(p.as_str());
+    }
+    let lens: Vec<u64> = redis.pipeline("queue_depth", &pipe).await?;
+    Ok(QueueDepth {
+        queue: queue.to_string(),
+        waiting: lens.first().copied().unwrap_or(0),
+        dead: lens.get(1).copied().unwrap_or(0),
+        in_flight: lens.iter().skip(2).sum(),
+    })
+}
+
+/// The collector's and reflector's leaders and running totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MetricPipeline {
+    /// Who holds `collector.manager.lease` (`<node>.<pid>.<random>`), if anyone.
+    pub collector_leader: Option<String>,
+    /// Who holds `reflector.leader.lease`, if anyone.
+    pub reflector_leader: Option<String>,
+    /// Jobs the collection managers enqueued, in total.
+    pub jobs_enqueued: u64,
+    /// Points the reflectors' senders delivered, in total.
+    pub points_sent: u64,
+    /// Points they could not deliver (kept for the resend), in total.
+    pub points_unsent: u64,
+    /// Batches waiting in the unsent table now.
+    pub unsent_batches: u64,
+}
+
+/// [`MetricPipeline`] as `redis` holds it (the collector's and reflector's Redis).
+pub async fn metric_pipeline(redis: &Redis) -> Result<MetricPipeline, RedisError> {
+    let count = |key: &'static str| async move {
+        let n: Option<u64> = redis
+            .retry("overview", |mut c| async move {
+                redis::cmd("GET").arg(key).query_async(&mut c).await
+            })
+            .await?;
+        Ok::<_, RedisError>(n.unwrap_or(0))
+    };
+    let holder = |key: &'static str| async move {
+        redis
+            .retry("overview", |mut c| async move {
+                redis::cmd("GET").arg(key).query_async(&mut c).await
+            })
+            .await
+    };
+    let unsent_batches: u64 = redis
+        .retry("overview", |mut c| async move {
+            redis::cmd("ZCARD").arg(names::METRICS_UNSENT).query_async(&mut c).await
+        })
+        .await?;
+    Ok(MetricPipeline {
+        collector_leader: holder(names::COLLECTOR_LEASE).await?,
+        reflector_leader: holder(names::REFLECTOR_LEASE).await?,
+        jobs_enqueued: count(names::COLLECTOR_JOBS_ENQUEUED).await?,
+        points_sent: count(names::METRICS_POINTS_SENT).await?,
+        points_unsent: count(names::METRICS_POINTS_UNSENT).await?,
+        unsent_batches,
+    })
+}
