@@ -118,15 +118,19 @@ async fn lead(shared: &Shared, leader: &mut watch::Receiver<bool>, token: &Cance
         match pushed {
             Ok(_) => {
                 shared.stats.jobs_enqueued.add(payloads.len() as u64);
-                // The running total operators see (`ironwork status`, the console).
-                let total: Result<u64, _> = redis::cmd("INCRBY")
-                    .arg(names::COLLECTOR_JOBS_ENQUEUED)
-                    .arg(payloads.len())
-                    .query_async(&mut shared.redis.conn())
-                    .await;
-                if let Err(e) = total {
-                    tracing::debug!(error = %e, "could not count the enqueued jobs");
-                }
+                // The running total operators see (`ironwork status`, the console), off the
+                // scheduling path: one attempt, a lost count is only a figure.
+                let (mut c, n) = (shared.redis.conn(), payloads.len());
+                tokio::spawn(async move {
+                    let r: Result<u64, _> = redis::cmd("INCRBY")
+                        .arg(names::COLLECTOR_JOBS_ENQUEUED)
+                        .arg(n)
+                        .query_async(&mut c)
+                        .await;
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "could not count the enqueued jobs");
+                    }
+                });
                 let pushed = now_ms();
                 for d in &due {
                     shared.stats.lateness.record(pushed.saturating_sub(d.due_ms));

@@ -183,7 +183,8 @@ pub struct RingmasterEvent {
     pub topic: String,
     /// The watcher concerned.
     pub watcher: String,
-    /// spawn, reap, kill, stop, start, reload, memory_limit, flapping.
+    /// spawn, reap, kill (a stop signal), timeout_kill (SIGKILL after the graceful timeout), stop,
+    /// start, reload, memory_limit, flapping.
     pub event: String,
     /// The process concerned, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

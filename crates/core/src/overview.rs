@@ -19,28 +19,40 @@ pub struct QueueDepth {
     pub dead: u64,
 }
 
-/// The depths `ironwork status` and ringmaster's console show, read from `redis`: every step
-/// queue in `known` or found there (with the keys that go with it), then the collector's and
-/// reflector's queues when they hold anything.
-pub async fn depths(redis: &Redis, known: &[String]) -> Result<Vec<QueueDepth>, RedisError> {
-    let mut keys = redis.keys_matching("step.*").await?;
-    keys.extend(redis.keys_matching("{step.*").await?);
-    let mut step_queues: std::collections::BTreeSet<String> = known.iter().cloned().collect();
-    for k in &keys {
-        let queue = names::queue_of(k).unwrap_or(k);
-        if queue.split('.').count() == 3 {
-            step_queues.insert(queue.to_string());
+/// The depths of the step queues `ironwork status` and ringmaster's console show: every queue of
+/// `known`, and with `discover` every other `step.*` queue `redis` holds (a scan of the whole
+/// keyspace: for one-off reports, not for a page refreshed every few seconds).
+pub async fn step_depths(redis: &Redis, known: &[String], discover: bool) -> Result<Vec<QueueDepth>, RedisError> {
+    let mut queues: std::collections::BTreeSet<String> = known.iter().cloned().collect();
+    if discover {
+        let mut keys = redis.keys_matching("step.*").await?;
+        keys.extend(redis.keys_matching("{step.*").await?);
+        for k in &keys {
+            let queue = names::queue_of(k).unwrap_or(k);
+            if queue.split('.').count() == 3 {
+                queues.insert(queue.to_string());
+            }
         }
     }
-    let mut out = Vec::new();
-    for q in &step_queues {
-        let prefix = names::processing(q, "");
-        let processing: Vec<&String> = keys.iter().filter(|k| k.starts_with(&prefix)).collect();
-        out.push(depth(redis, q, &processing).await?);
+    let mut out = Vec::with_capacity(queues.len());
+    for q in &queues {
+        out.push(depth(redis, q).await?);
     }
-    for q in [names::COLLECTOR_JOB, names::COLLECTOR_DATA, names::METRICS_SEND] {
-        let processing = redis.keys_matching(&format!("{}*", names::processing(q, ""))).await?;
-        let d = depth(redis, q, &processing.iter().collect::<Vec<_>>()).await?;
+    Ok(out)
+}
+
+/// The collector's and reflector's queues that hold anything (waiting, in flight or dead).
+pub async fn metric_depths(redis: &Redis) -> Result<Vec<QueueDepth>, RedisError> {
+    let mut out = Vec::new();
+    for q in [
+        names::COLLECTOR_JOB,
+        names::COLLECTOR_DATA,
+        names::COLLECTOR_DATA_SNIFFER,
+        names::METRICS_SEND,
+        names::METRICS_SENT_QUEUE,
+        names::METRICS_UNSENT_QUEUE,
+    ] {
+        let d = depth(redis, q).await?;
         if d.waiting + d.in_flight + d.dead > 0 {
             out.push(d);
         }
@@ -48,11 +60,20 @@ pub async fn depths(redis: &Redis, known: &[String]) -> Result<Vec<QueueDepth>, 
     Ok(out)
 }
 
-async fn depth(redis: &Redis, queue: &str, processing: &[&String]) -> Result<QueueDepth, RedisError> {
+/// One queue's depths. In flight: the processing lists of the consumers registered in
+/// `{q}.consumers` (all in the queue's slot: no scan).
+async fn depth(redis: &Redis, queue: &str) -> Result<QueueDepth, RedisError> {
+    let registry = names::consumers(queue);
+    let consumers: Vec<String> = redis
+        .retry("queue_consumers", |mut c| {
+            let registry = registry.clone();
+            async move { redis::cmd("SMEMBERS").arg(registry).query_async(&mut c).await }
+        })
+        .await?;
     let mut pipe = redis::pipe();
     pipe.llen(queue).llen(names::dead(queue));
-    for p in processing {
-        pipe.llen(p.as_str());
+    for id in &consumers {
+        pipe.llen(names::processing(queue, id));
     }
     let lens: Vec<u64> = redis.pipeline("queue_depth", &pipe).await?;
     Ok(QueueDepth {

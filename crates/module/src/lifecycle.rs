@@ -302,7 +302,7 @@ pub async fn status(home: &Home) -> anyhow::Result<Report> {
             .filter(|w| w.name.starts_with("step."))
             .map(|w| w.name.clone())
             .collect();
-        match tokio::time::timeout(Duration::from_secs(5), redis_view(&url, &known)).await {
+        match tokio::time::timeout(Duration::from_secs(5), redis_view(&url, &known, shared_url == url)).await {
             Ok(Ok((queues, conf))) => {
                 report.queues = queues;
                 report.conf_monitor = conf;
@@ -340,9 +340,16 @@ pub async fn status(home: &Home) -> anyhow::Result<Report> {
 }
 
 /// The node's queues (the same figures ringmaster's console shows) and conf_monitor's verdict.
-async fn redis_view(url: &str, known: &[String]) -> anyhow::Result<(Vec<QueueDepth>, Option<Value>)> {
+async fn redis_view(
+    url: &str,
+    known: &[String],
+    metric_queues: bool,
+) -> anyhow::Result<(Vec<QueueDepth>, Option<Value>)> {
     let redis = ironwork_core::Redis::open(url)?;
-    let queues = ironwork_core::overview::depths(&redis, known).await?;
+    let mut queues = ironwork_core::overview::step_depths(&redis, known, true).await?;
+    if metric_queues {
+        queues.extend(ironwork_core::overview::metric_depths(&redis).await?);
+    }
     let conf: Option<String> = redis
         .retry("conf_monitor_status", |mut c| async move {
             redis::cmd("GET")
@@ -358,7 +365,7 @@ async fn redis_view(url: &str, known: &[String]) -> anyhow::Result<(Vec<QueueDep
 /// they hold anything.
 async fn shared_view(url: &str) -> anyhow::Result<Vec<QueueDepth>> {
     let redis = ironwork_core::Redis::open(url)?;
-    Ok(ironwork_core::overview::depths(&redis, &[]).await?)
+    Ok(ironwork_core::overview::metric_depths(&redis).await?)
 }
 
 /// Every worker of the generated ringmaster.ini, `NAME:WID`, in the file's order: what a

@@ -2,8 +2,8 @@
 //! `chromedriver`), against a running home: the page shows the watchers, its restart button
 //! restarts a step (its pid changes on the page), a dropped file moves the step's counter, and
 //! a screenshot is written to `<target>/tmp/console.png`. The collection manager it names is the
-//! one `ironwork status` names. With JavaScript off, the same page still lists the watchers and
-//! its forms still act (with the token).
+//! one `ironwork status` names. With JavaScript off, the same page still lists the watchers, and
+//! an action link leads to a page that asks for the token and a confirmation, then acts.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -134,6 +134,7 @@ async fn the_console_shows_and_steers_a_running_home_in_a_real_browser() {
     )
     .await;
     let manager = cell(&c, "#metric tr:first-child td").await;
+    assert!(manager.contains('.'), "{manager:?}");
     let status = text(&ironwork(&home, &["status"]));
     assert!(
         status.contains(&format!("collection manager: {manager}")),
@@ -151,14 +152,15 @@ async fn the_console_shows_and_steers_a_running_home_in_a_real_browser() {
     )
     .await
     .expect("script");
-    c.find(Locator::Css(&format!(
-        "{row} form[action$='/restart/step.demo.main'] button"
-    )))
-    .await
-    .expect("restart button")
-    .click()
-    .await
-    .expect("click");
+    // The live page replaces its rows every 2 s: find the link afresh at each try.
+    let restart = format!("{row} a.act[data-action='restart']");
+    eventually("the restart link to be clicked", Duration::from_secs(10), || async {
+        match c.find(Locator::Css(&restart)).await {
+            Ok(link) => link.click().await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
     eventually("a new pid on the page", Duration::from_secs(20), || async {
         let w = cell(&c, &format!("{row} ul")).await;
         let pid = w.split_whitespace().nth(2).unwrap_or_default().to_string();
@@ -193,15 +195,23 @@ async fn the_console_shows_and_steers_a_running_home_in_a_real_browser() {
     eprintln!("screenshot: {}", path.display());
     c.close().await.expect("close");
 
-    // Without JavaScript: the page is complete as served, and a form acts with the token.
+    // Without JavaScript: the page is complete as served, and an action link leads to a page
+    // that asks for the token and a confirmation.
     let nojs = driver.browser(false).await;
     nojs.goto(&format!("http://{addr}/")).await.expect("the page loads");
     assert_eq!(cell(&nojs, "#live").await, "snapshot", "the script ran");
     assert!(!cell(&nojs, &format!("{row} td")).await.is_empty());
-    let form = nojs
-        .form(Locator::Css(&format!("{row} form[action$='/incr/step.demo.main']")))
+    nojs.find(Locator::Css(&format!("{row} a.act[data-action='incr']")))
         .await
-        .expect("the incr form");
+        .expect("the incr link")
+        .click()
+        .await
+        .expect("click");
+    assert_eq!(cell(&nojs, "h1").await, "incr step.demo.main?");
+    let form = nojs
+        .form(Locator::Css("form.confirm"))
+        .await
+        .expect("the confirmation form");
     form.set_by_name("token", token).await.expect("token");
     form.submit().await.expect("submit");
     eventually("two workers after incr", Duration::from_secs(20), || async {

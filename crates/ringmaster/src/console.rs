@@ -9,10 +9,12 @@
 //! with [`ironwork_core::overview::depths`], which `ironwork status` uses too.
 //!
 //! The page is rendered on the server, so it reads without JavaScript (it then refreshes itself
-//! every few seconds); the script only replaces the tables as events arrive. Changes need the
-//! token of `console_token_file` (created 0600 at start when missing): a bearer header for the
-//! script, a form field for the page's buttons, and an explicit confirmation either way. Bound
-//! to anything but loopback, every request needs the token.
+//! every few seconds); the script only swaps in the parts each event carries, rendered by the
+//! same code. Changes need the token of `console_token_file` (created 0600 at start when
+//! missing) and a confirmation: the script asks and sends the token as a bearer; without it, an
+//! action links to a page that asks for both. Bound to anything but loopback, every request
+//! needs the token (or the read-only cookie `/?token=` leaves). A loopback console answers only
+//! its own `Host` names.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -69,11 +71,22 @@ pub struct Console {
     /// `trash/` of the data directory (`trash_dir`), counted per step.
     trash_dir: Option<std::path::PathBuf>,
     token: Arc<str>,
+    /// What the cookie of `/?token=…` holds: lets a browser read, never act.
+    read_token: Arc<str>,
     /// Bound beyond loopback: reading needs the token too.
     guarded: bool,
+    /// The `Host` values a loopback console answers (no DNS rebinding).
+    hosts: Arc<[String]>,
+    /// The last snapshot and when it was taken, shared by every page and event stream.
+    latest: Arc<tokio::sync::Mutex<Option<Taken>>>,
+    /// The snapshot (with the page's parts) for the event streams, one producer for all.
+    live: tokio::sync::watch::Sender<Arc<String>>,
     history: Arc<std::sync::Mutex<VecDeque<Sample>>>,
     events: Arc<std::sync::Mutex<VecDeque<RingmasterEvent>>>,
 }
+
+/// A snapshot and when it was taken.
+type Taken = (std::time::Instant, Arc<Value>);
 
 /// Queue depths and step counters at one time.
 #[derive(Debug, Clone, Default)]
@@ -81,7 +94,23 @@ struct Sample {
     at: f64,
     waiting: BTreeMap<String, u64>,
     files: BTreeMap<String, u64>,
-    jobs: u64,
+    jobs: Option<u64>,
+}
+
+/// What [`Console::measure`] reads from Redis.
+#[derive(Debug, Default)]
+struct Measures {
+    queues: Vec<QueueDepth>,
+    pipeline: Vec<StepFigures>,
+}
+
+/// One step's figures on the page.
+#[derive(Debug)]
+struct StepFigures {
+    queue: String,
+    files: u64,
+    trash: Option<usize>,
+    failures: Vec<Value>,
 }
 
 impl Console {
@@ -100,7 +129,11 @@ impl Console {
             trash_dir: None,
             redis,
             token: load_or_create_token(token_file)?.into(),
+            read_token: random_token().into(),
             guarded: !addr.ip().is_loopback(),
+            hosts: loopback_hosts(addr).into(),
+            latest: Default::default(),
+            live: tokio::sync::watch::Sender::new(Arc::new(String::new())),
             history: Default::default(),
             events: Default::default(),
         })
@@ -115,6 +148,7 @@ impl Console {
     /// Serve on `listener` until `token` is cancelled.
     pub async fn serve(self, listener: tokio::net::TcpListener, token: CancellationToken) {
         tokio::spawn(self.clone().record(token.clone()));
+        tokio::spawn(self.clone().produce(token.clone()));
         let stop = token.clone();
         ironwork_core::http::serve_connections(listener, MAX_CONNECTIONS, token, move |req: Request<Incoming>| {
             let (console, stop) = (self.clone(), stop.clone());
@@ -124,7 +158,21 @@ impl Console {
     }
 
     async fn respond(&self, req: Request<Incoming>, stop: CancellationToken) -> Response<Body> {
+        secure(self.route(req, stop).await)
+    }
+
+    async fn route(&self, req: Request<Incoming>, stop: CancellationToken) -> Response<Body> {
         let path = req.uri().path().to_string();
+        if !self.guarded {
+            let host = req
+                .headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default();
+            if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+                return text(StatusCode::MISDIRECTED_REQUEST, "unknown Host for a loopback console\n");
+            }
+        }
         if self.guarded && !self.may_read(&req) {
             return text(
                 StatusCode::UNAUTHORIZED,
@@ -139,22 +187,29 @@ impl Console {
                 .header("location", "/")
                 .header(
                     "set-cookie",
-                    format!("{READ_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", self.token),
+                    format!(
+                        "{READ_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age=86400",
+                        self.read_token
+                    ),
                 )
                 .body(full(String::new()))
                 .unwrap_or_default();
         }
         match (req.method().clone(), path.as_str()) {
-            (Method::GET, "/") => html(render_page(&self.snapshot().await)),
+            (Method::GET, "/") => html(render_page(&*self.current().await)),
             (Method::GET, "/console.css") => asset("text/css", PAGE_CSS),
             (Method::GET, "/console.js") => asset("text/javascript", PAGE_JS),
             (Method::GET, "/api/state") => {
-                let mut state = self.snapshot().await;
+                let mut state = (*self.current().await).clone();
                 if query_param(&req, "html").is_some() {
                     state["html"] = Value::Object(render_fragments(&state));
                 }
                 json_response(StatusCode::OK, &state)
             }
+            (Method::GET, p) if p.starts_with("/action/") => match parse_action(&p["/action/".len()..]) {
+                Ok((command, name)) => html(render_confirmation(command, &name)),
+                Err(e) => text(StatusCode::NOT_FOUND, &format!("{e}\n")),
+            },
             (Method::GET, "/events") => self.events(stop),
             (Method::GET, p) if p.starts_with("/logs/") => {
                 let name = ironwork_core::http::percent_decode(&p["/logs/".len()..]).into_owned();
@@ -170,8 +225,8 @@ impl Console {
         }
     }
 
-    /// Whether the request may read (beyond loopback): the token as a bearer, in `?token=`, or
-    /// in the cookie `/?token=` left.
+    /// Whether the request may read (beyond loopback): the token as a bearer, or in `/?token=`
+    /// (the page that sets the cookie), or the cookie that page left.
     fn may_read<B>(&self, req: &Request<B>) -> bool {
         let cookie = req
             .headers()
@@ -180,9 +235,10 @@ impl Console {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|c| c.trim().split_once('='))
-            .any(|(k, v)| k == READ_COOKIE && constant_time_eq(v.as_bytes(), self.token.as_bytes()));
-        let query = query_param(req, "token").is_some_and(|t| constant_time_eq(t.as_bytes(), self.token.as_bytes()));
-        cookie || query || self.authorized(req, None)
+            .any(|(k, v)| k == READ_COOKIE && constant_time_eq(v.as_bytes(), self.read_token.as_bytes()));
+        let login = req.uri().path() == "/"
+            && query_param(req, "token").is_some_and(|t| constant_time_eq(t.as_bytes(), self.token.as_bytes()));
+        cookie || login || self.authorized(req, None)
     }
 
     /// Whether the request carries the token: `Authorization: Bearer …`, or the form's `token`.
@@ -198,13 +254,10 @@ impl Console {
 
     /// `POST /action/<command>/<watcher>`: token and `confirm=yes` required.
     async fn action(&self, req: Request<Incoming>, rest: &str) -> Response<Body> {
-        let Some((command, name)) = rest.split_once('/') else {
-            return text(StatusCode::NOT_FOUND, "expected /action/<command>/<watcher>\n");
+        let (command, name) = match parse_action(rest) {
+            Ok(a) => a,
+            Err(e) => return text(StatusCode::NOT_FOUND, &format!("{e}\n")),
         };
-        if !ACTIONS.contains(&command) {
-            return text(StatusCode::NOT_FOUND, "unknown action\n");
-        }
-        let name = ironwork_core::http::percent_decode(name).into_owned();
         let from_page = req
             .headers()
             .get("content-type")
@@ -227,6 +280,10 @@ impl Console {
         let reply = self.call(command, props).await;
         tracing::info!(command, watcher = %name, status = %reply.status, "console action");
         if from_page {
+            if reply.status != "ok" {
+                let reason = reply.reason.unwrap_or_default();
+                return html(render_refusal(command, &name, &reason));
+            }
             return Response::builder()
                 .status(StatusCode::SEE_OTHER)
                 .header("location", "/")
@@ -261,31 +318,64 @@ impl Console {
         text(StatusCode::OK, &(lines.join("\n") + "\n"))
     }
 
+    /// A stream of the snapshots the producer publishes, the current one first.
     fn events(&self, stop: CancellationToken) -> Response<Body> {
-        let console = self.clone();
-        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(2);
+        let mut rx = self.live.subscribe();
+        rx.mark_changed();
+        let (tx, out) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(2);
         tokio::spawn(async move {
             loop {
-                let mut state = console.snapshot().await;
-                state["html"] = Value::Object(render_fragments(&state));
-                let data = state.to_string();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tx.closed() => return,
+                    r = rx.changed() => if r.is_err() { return },
+                }
+                let data = rx.borrow_and_update().clone();
+                if data.is_empty() {
+                    continue;
+                }
                 let frame = Frame::data(Bytes::from(format!("event: state\ndata: {data}\n\n")));
                 if tx.send(Ok(frame)).await.is_err() {
                     return;
                 }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tx.closed() => return,
-                    _ = tokio::time::sleep(EVENT_PERIOD) => {}
-                }
             }
         });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+        let stream = futures_util::stream::unfold(out, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
         Response::builder()
             .header("content-type", "text/event-stream")
             .header("cache-control", "no-store")
+            .header("x-accel-buffering", "no")
             .body(BodyExt::boxed(StreamBody::new(stream)))
             .unwrap_or_default()
+    }
+
+    /// Publish a snapshot every [`EVENT_PERIOD`] while an event stream listens.
+    async fn produce(self, stop: CancellationToken) {
+        loop {
+            if self.live.receiver_count() > 0 {
+                let mut state = (*self.current().await).clone();
+                state["html"] = Value::Object(render_fragments(&state));
+                self.live.send_replace(Arc::new(state.to_string()));
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(EVENT_PERIOD) => {}
+            }
+        }
+    }
+
+    /// The last snapshot when younger than [`EVENT_PERIOD`], else a new one: however many pages
+    /// and streams are open, the supervisor and Redis are asked once per period.
+    async fn current(&self) -> Arc<Value> {
+        let mut latest = self.latest.lock().await;
+        if let Some((at, v)) = &*latest {
+            if at.elapsed() < EVENT_PERIOD {
+                return v.clone();
+            }
+        }
+        let v = Arc::new(self.snapshot().await);
+        *latest = Some((std::time::Instant::now(), v.clone()));
+        v
     }
 
     /// Keep the notable supervision events for the page, passing every event on to `forward`.
@@ -311,24 +401,24 @@ impl Console {
     /// Record a [`Sample`] every [`SAMPLE_PERIOD`] until `stop`.
     async fn record(self, stop: CancellationToken) {
         loop {
-            let (queues, pipeline) = self.measure(&self.step_watchers().await).await;
-            let jobs = match &self.shared {
-                Some(shared) => {
-                    tokio::time::timeout(Duration::from_secs(3), ironwork_core::overview::metric_pipeline(shared))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .map_or(0, |m| m.jobs_enqueued)
-                }
-                None => 0,
-            };
-            let sample = Sample {
-                at: ironwork_core::messages::epoch_seconds(),
-                waiting: queues.iter().map(|q| (q.queue.clone(), q.waiting)).collect(),
-                files: pipeline.iter().map(|(q, n, _)| (q.clone(), *n)).collect(),
-                jobs,
-            };
-            {
+            // A sample Redis could not give is left out: a gap, not a false zero.
+            if let Some(m) = self.measure(&self.step_watchers().await).await {
+                let jobs = match &self.shared {
+                    Some(shared) => {
+                        tokio::time::timeout(Duration::from_secs(3), ironwork_core::overview::metric_pipeline(shared))
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .map(|m| m.jobs_enqueued)
+                    }
+                    None => None,
+                };
+                let sample = Sample {
+                    at: ironwork_core::messages::epoch_seconds(),
+                    waiting: m.queues.iter().map(|q| (q.queue.clone(), q.waiting)).collect(),
+                    files: m.pipeline.iter().map(|p| (p.queue.clone(), p.files)).collect(),
+                    jobs,
+                };
                 let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
                 h.push_back(sample);
                 while h.len() > SAMPLES {
@@ -351,13 +441,16 @@ impl Console {
             .unwrap_or_default()
     }
 
-    /// The queues, and per step queue the files that entered it and its last dead letters.
-    async fn measure(&self, steps: &[String]) -> (Vec<QueueDepth>, Vec<(String, u64, Vec<Value>)>) {
-        let Some(redis) = &self.redis else {
-            return Default::default();
-        };
+    /// The queues (the steps', then the collector's and reflector's), and per step the files
+    /// that entered it, those in the trash, and its last dead letters; `None` when Redis does
+    /// not answer in time.
+    async fn measure(&self, steps: &[String]) -> Option<Measures> {
+        let redis = self.redis.as_ref()?;
         let work = async {
-            let queues = ironwork_core::overview::depths(redis, steps).await?;
+            let mut queues = ironwork_core::overview::step_depths(redis, steps, false).await?;
+            if let Some(shared) = &self.shared {
+                queues.extend(ironwork_core::overview::metric_depths(shared).await?);
+            }
             let mut pipeline = Vec::new();
             for q in queues.iter().filter(|q| q.queue.starts_with("step.")) {
                 let mut parts = q.queue.splitn(3, '.').skip(1);
@@ -375,14 +468,27 @@ impl Console {
                     .filter_map(|d| serde_json::from_str::<Value>(d).ok())
                     .map(|d| json!({"reason": d.get("reason"), "at": d.get("dead_at"), "payload": d.get("payload")}))
                     .collect();
-                pipeline.push((q.queue.clone(), files.unwrap_or(0), failures));
+                pipeline.push(StepFigures {
+                    queue: q.queue.clone(),
+                    files: files.unwrap_or(0),
+                    trash: None,
+                    failures,
+                });
             }
-            Ok::<_, redis::RedisError>((queues, pipeline))
+            Ok::<_, redis::RedisError>(Measures { queues, pipeline })
         };
-        match tokio::time::timeout(Duration::from_secs(3), work).await {
-            Ok(Ok(v)) => v,
-            _ => Default::default(),
+        let mut m = tokio::time::timeout(Duration::from_secs(3), work).await.ok()?.ok()?;
+        if let Some(dir) = self.trash_dir.clone() {
+            let queues: Vec<String> = m.pipeline.iter().map(|p| p.queue.clone()).collect();
+            let counts =
+                tokio::task::spawn_blocking(move || queues.iter().map(|q| trash_count(&dir, q)).collect::<Vec<_>>())
+                    .await
+                    .unwrap_or_default();
+            for (p, n) in m.pipeline.iter_mut().zip(counts) {
+                p.trash = Some(n);
+            }
         }
+        Some(m)
     }
 
     async fn call(&self, command: &str, properties: Map<String, Value>) -> ironwork_core::messages::ControlReply {
@@ -437,8 +543,9 @@ impl Console {
             })
             .collect();
         let known: Vec<String> = order.iter().filter(|n| n.starts_with("step.")).cloned().collect();
-        let (queues, pipeline) = self.measure(&known).await;
-        let redis_ok = self.redis.is_none() || self.redis.as_ref().is_some_and(Redis::is_healthy);
+        let measured = self.measure(&known).await;
+        let redis_ok = self.redis.is_none() || measured.is_some();
+        let Measures { queues, pipeline } = measured.unwrap_or_default();
         let now = ironwork_core::messages::epoch_seconds();
         let history: Vec<Sample> = self
             .history
@@ -461,10 +568,9 @@ impl Console {
             .collect();
         let pipeline: Vec<Value> = pipeline
             .into_iter()
-            .map(|(queue, files, failures)| {
-                let files_per_s = rate(&history, now, files, |s| s.files.get(&queue).copied().unwrap_or(0));
-                let trash = self.trash_dir.as_deref().map(|dir| trash_count(dir, &queue));
-                json!({"step": queue, "files": files, "files_per_s": files_per_s, "trash": trash, "failures": failures})
+            .map(|p| {
+                let files_per_s = rate(&history, now, p.files, |s| s.files.get(&p.queue).copied());
+                json!({"step": p.queue, "files": p.files, "files_per_s": files_per_s, "trash": p.trash, "failures": p.failures})
             })
             .collect();
         let metric_pipeline = match &self.shared {
@@ -524,16 +630,21 @@ fn trash_count(dir: &Path, queue: &str) -> usize {
 
 /// How fast a running total grew, per second, since the oldest sample of the last minute (and
 /// at least a second old).
-fn rate(history: &[Sample], now: f64, current: u64, of: impl Fn(&Sample) -> u64) -> Option<f64> {
-    let s = history.iter().find(|s| now - s.at <= 70.0 && now - s.at >= 1.0)?;
-    Some(current.saturating_sub(of(s)) as f64 / (now - s.at))
+fn rate(history: &[Sample], now: f64, current: u64, of: impl Fn(&Sample) -> Option<u64>) -> Option<f64> {
+    let (at, then) = history
+        .iter()
+        .filter(|s| now - s.at <= 70.0 && now - s.at >= 1.0)
+        .find_map(|s| of(s).map(|v| (s.at, v)))?;
+    Some(current.saturating_sub(then) as f64 / (now - at))
 }
 
-/// Whether the page lists `ev`: flapping, memory limits, kills, exits other than a requested
-/// stop's, hook failures, and watchers started or stopped.
+/// Whether the page lists `ev`: flapping, memory limits, SIGKILLs after a graceful timeout,
+/// exits ringmaster did not ask for, hook failures, and watchers started, stopped, added or
+/// removed. (The stop signals of every stop and restart are left out: they would crowd out the
+/// rest.)
 fn notable(ev: &RingmasterEvent) -> bool {
     match ev.event.as_str() {
-        "flapping" | "memory_limit" | "kill" | "hook_failure" | "start" | "stop" | "add" | "remove" => true,
+        "flapping" | "memory_limit" | "timeout_kill" | "hook_failure" | "start" | "stop" | "add" | "remove" => true,
         "reap" => !ev.details.get("requested").and_then(Value::as_bool).unwrap_or(false),
         _ => false,
     }
@@ -609,20 +720,19 @@ pub fn render_fragments(s: &Value) -> Map<String, Value> {
                 p["age"].as_f64().map_or("–".into(), human_age),
             ));
         }
+        // Each action is a link to its confirmation page (the script asks in place instead).
         let buttons: String = ACTIONS
             .iter()
             .map(|a| {
                 format!(
-                    "<form method=\"post\" action=\"/action/{a}/{n}\" class=\"act\">\
-                     <input type=\"hidden\" name=\"confirm\" value=\"yes\">\
-                     <input type=\"password\" name=\"token\" placeholder=\"token\">\
-                     <button type=\"submit\">{a}</button></form>",
-                    n = escape(name)
+                    "<a class=\"act\" data-action=\"{a}\" href=\"/action/{a}/{e}\">{a}</a>",
+                    e = url_segment(name)
                 )
             })
-            .collect();
+            .collect::<Vec<_>>()
+            .join(" ");
         rows.push_str(&format!(
-            "<tr data-watcher=\"{n}\"><td><a href=\"/logs/{n}\">{n}</a></td><td class=\"st-{st}\">{st}</td>\
+            "<tr data-watcher=\"{n}\"><td><a href=\"/logs/{e}\">{n}</a></td><td class=\"st-{st}\">{st}</td>\
              <td>{}/{}</td><td>{}{}</td><td><ul>{procs}</ul></td><td>{buttons}</td></tr>",
             w["processes"],
             w["numprocesses"],
@@ -632,6 +742,7 @@ pub fn render_fragments(s: &Value) -> Map<String, Value> {
                 _ => String::new(),
             },
             n = escape(name),
+            e = url_segment(name),
             st = escape(status),
         ));
     }
@@ -712,6 +823,80 @@ pub fn render_fragments(s: &Value) -> Map<String, Value> {
     out
 }
 
+/// `<command>/<watcher>` of an action URL: one of [`ACTIONS`] and one watcher's exact name (no
+/// pattern: a glob would reach every watcher it matches).
+fn parse_action(rest: &str) -> Result<(&'static str, String), &'static str> {
+    let (command, name) = rest.split_once('/').ok_or("expected /action/<command>/<watcher>")?;
+    let command = ACTIONS.iter().find(|a| **a == command).ok_or("unknown action")?;
+    let name = ironwork_core::http::percent_decode(name).into_owned();
+    if name.is_empty() || name.contains(['*', '?', '[', ']']) {
+        return Err("name one watcher exactly");
+    }
+    Ok((command, name))
+}
+
+/// The page that asks before an action, for browsers without JavaScript: the token, and a
+/// button that says what it does.
+fn render_confirmation(command: &str, name: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{command} {n}?</title>\
+         <link rel=\"stylesheet\" href=\"/console.css\"></head><body>\
+         <h1>{command} {n}?</h1>\
+         <form method=\"post\" action=\"/action/{command}/{e}\" class=\"confirm\">\
+         <input type=\"hidden\" name=\"confirm\" value=\"yes\">\
+         <label>console token <input type=\"password\" name=\"token\" autocomplete=\"off\"></label> \
+         <button type=\"submit\">{command} {n}</button> <a href=\"/\">back</a></form></body></html>",
+        n = escape(name),
+        e = url_segment(name),
+    )
+}
+
+/// The answer to a refused action posted from the page.
+fn render_refusal(command: &str, name: &str, reason: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>refused</title>\
+         <link rel=\"stylesheet\" href=\"/console.css\"></head><body>\
+         <p class=\"alert\">{command} {}: {}</p><a href=\"/\">back</a></body></html>",
+        escape(name),
+        escape(reason),
+    )
+}
+
+/// `s` percent-encoded for one URL path segment.
+fn url_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The `Host` values that name a loopback console: its address, and `localhost` with its port.
+fn loopback_hosts(addr: SocketAddr) -> Vec<String> {
+    let port = addr.port();
+    vec![
+        addr.to_string(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ]
+}
+
+/// Headers every answer carries: no sniffing, no framing, nothing loaded from elsewhere.
+fn secure(mut r: Response<Body>) -> Response<Body> {
+    let h = r.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        hyper::header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        "content-security-policy",
+        hyper::header::HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
+    );
+    r
+}
+
 /// `HH:MM:SS` (UTC) of an epoch time.
 fn clock(t: f64) -> String {
     let s = t as u64 % 86_400;
@@ -769,29 +954,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The token in `path`, or a new random one written there (0600, parent created 0700).
+/// 24 random bytes as hex.
+fn random_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The token in `path`, or a new random one written there (0600; a missing parent is created
+/// 0700). A token file others can read is made private again, with a warning.
 fn load_or_create_token(path: &Path) -> anyhow::Result<String> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
     if let Ok(t) = std::fs::read_to_string(path) {
         if !t.trim().is_empty() {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the console token was readable by others: made 0600");
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
             return Ok(t.trim().to_string());
         }
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let token: String = {
-        use rand::Rng;
-        let bytes: [u8; 24] = rand::rng().random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    };
+    let token = random_token();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     writeln!(f, "{token}")?;
     Ok(token)
 }

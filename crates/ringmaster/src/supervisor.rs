@@ -908,6 +908,7 @@ impl Supervisor {
     fn reconcile(&mut self, now: Instant) {
         self.advance_drains(now);
         // Kill what outlived its graceful timeout.
+        let mut killed = Vec::new();
         for w in &mut self.watchers {
             for p in &mut w.procs {
                 if let Some(s) = &mut p.stopping {
@@ -915,9 +916,13 @@ impl Supervisor {
                         s.killed = true;
                         tracing::warn!(watcher = %w.cfg.name, pid = p.pid, "graceful timeout over, SIGKILL to the process tree");
                         process::kill_tree(p.pid, &[]);
+                        killed.push((w.cfg.name.clone(), p.pid));
                     }
                 }
             }
+        }
+        for (name, pid) in killed {
+            self.emit(&name, "timeout_kill", Some(pid), Map::new());
         }
         if self.quitting {
             self.reconcile_quit(now);

@@ -83,6 +83,7 @@ fn beyond_loopback_the_token_guards_every_page_and_actions_need_a_confirmation()
     let no_token = request(&addr, "POST", "/action/stop/talker", &cookie_only, b"confirm=yes").expect("post");
     assert_eq!(no_token.status, 401, "the cookie alone must not change anything");
     let page = request(&addr, "GET", "/", &auth, b"").expect("page");
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(page.status, 200);
     assert!(page.text().contains("data-watcher=\"talker\""), "{}", page.text());
 
@@ -107,6 +108,8 @@ fn beyond_loopback_the_token_guards_every_page_and_actions_need_a_confirmation()
     let state = || request(&addr, "GET", "/api/state", &auth, b"").expect("state").json();
     assert!(wait_for(Duration::from_secs(10), || state()["watchers"][0]["status"]
         == "stopped"));
+    // The snapshot is at most 2 s old; the next one has every event of the stop.
+    std::thread::sleep(Duration::from_millis(2500));
     let state = state();
     let events: Vec<&str> = state["events"]
         .as_array()
@@ -116,8 +119,26 @@ fn beyond_loopback_the_token_guards_every_page_and_actions_need_a_confirmation()
         .filter_map(|e| e["event"].as_str())
         .collect();
     assert!(events.contains(&"stop"), "{state}");
-    // An exit ringmaster asked for is not an event worth showing.
-    assert!(!events.contains(&"reap"), "{state}");
+    // Neither the stop signal nor an exit ringmaster asked for crowds the list.
+    assert!(!events.contains(&"reap") && !events.contains(&"kill"), "{state}");
+    // Without JavaScript an action is a page that asks first; patterns are refused.
+    let confirm = request(&addr, "GET", "/action/start/talker", &auth, b"").expect("confirm page");
+    assert!(
+        confirm
+            .text()
+            .contains("form method=\"post\" action=\"/action/start/talker\""),
+        "{}",
+        confirm.text()
+    );
+    for bad in ["/action/stop/", "/action/stop/t%2A", "/action/stop/*"] {
+        assert_eq!(
+            request(&addr, "POST", bad, &plain, b"confirm=yes")
+                .expect("post")
+                .status,
+            404,
+            "{bad}"
+        );
+    }
 
     // Server-sent events: the first snapshot comes at once, with the page's parts rendered.
     let mut s = std::net::TcpStream::connect(&addr).expect("connect");
@@ -136,4 +157,34 @@ fn beyond_loopback_the_token_guards_every_page_and_actions_need_a_confirmation()
         text.contains("text/event-stream") && text.contains("event: state"),
         "{text}"
     );
+}
+
+#[test]
+fn a_loopback_console_reads_without_a_token_but_only_under_its_own_host_names() {
+    let port = free_tcp_port();
+    let _rm = start(&format!("127.0.0.1:{port}"));
+    let addr = format!("127.0.0.1:{port}");
+    assert!(wait_for(Duration::from_secs(10), || request(
+        &addr,
+        "GET",
+        "/",
+        &[],
+        b""
+    )
+    .is_ok_and(|a| a.status == 200)));
+    let get = |host: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(
+            s,
+            "GET /api/state HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    };
+    assert!(get(&format!("localhost:{port}")).starts_with("HTTP/1.1 200"));
+    // A name a hostile page's DNS points at 127.0.0.1 (rebinding) is refused.
+    assert!(get(&format!("evil.example:{port}")).starts_with("HTTP/1.1 421"));
 }
