@@ -18,7 +18,8 @@ impl Drop for Rm {
     }
 }
 
-fn start(listen: &str) -> Rm {
+/// ringmaster with a console on `listen` (`ip:port`), once it answers; and `127.0.0.1:<port>`.
+fn start(listen: &str) -> (Rm, String) {
     let dir = tempfile::tempdir().expect("tmp");
     let ini = format!(
         "[circus]\nendpoint = ipc://{d}/ringmaster.sock\n\n[ringmaster]\nconsole = {listen}\n\n\
@@ -33,13 +34,8 @@ fn start(listen: &str) -> Rm {
         .stderr(Stdio::null())
         .spawn()
         .expect("ringmaster");
-    Rm(child, dir)
-}
-
-#[test]
-fn beyond_loopback_the_token_guards_every_page_and_actions_need_a_confirmation() {
-    let port = free_tcp_port();
-    let rm = start(&format!("0.0.0.0:{port}"));
+    let rm = Rm(child, dir);
+    let port = listen.rsplit(':').next().unwrap_or_default();
     let addr = format!("127.0.0.1:{port}");
     assert!(wait_for(Duration::from_secs(10), || request(
         &addr,
@@ -49,6 +45,13 @@ fn beyond_loopback_the_token_guards_every_page_and_actions_need_a_confirmation()
         b""
     )
     .is_ok()));
+    (rm, addr)
+}
+
+#[test]
+fn beyond_loopback_the_token_guards_every_page_and_actions_need_a_confirmation() {
+    let port = free_tcp_port();
+    let (rm, addr) = start(&format!("0.0.0.0:{port}"));
     let token_file = rm.1.path().join("console.token");
     let token = std::fs::read_to_string(&token_file).expect("token file");
     let mode = std::fs::metadata(&token_file).expect("stat").permissions().mode() & 0o777;
@@ -162,16 +165,8 @@ fn beyond_loopback_the_token_guards_every_page_and_actions_need_a_confirmation()
 #[test]
 fn a_loopback_console_reads_without_a_token_but_only_under_its_own_host_names() {
     let port = free_tcp_port();
-    let _rm = start(&format!("127.0.0.1:{port}"));
-    let addr = format!("127.0.0.1:{port}");
-    assert!(wait_for(Duration::from_secs(10), || request(
-        &addr,
-        "GET",
-        "/",
-        &[],
-        b""
-    )
-    .is_ok_and(|a| a.status == 200)));
+    let (_rm, addr) = start(&format!("127.0.0.1:{port}"));
+    assert_eq!(request(&addr, "GET", "/", &[], b"").expect("page").status, 200);
     let get = |host: &str| {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&addr).expect("connect");
