@@ -101,34 +101,32 @@ pub struct MetricPipeline {
     pub unsent_batches: u64,
 }
 
-/// [`MetricPipeline`] as `redis` holds it (the collector's and reflector's Redis).
+/// [`MetricPipeline`] as `redis` holds it (the collector's and reflector's Redis), in one
+/// pipeline (on a cluster, one round trip per slot).
 pub async fn metric_pipeline(redis: &Redis) -> Result<MetricPipeline, RedisError> {
-    let count = |key: &'static str| async move {
-        let n: Option<u64> = redis
-            .retry("overview", |mut c| async move {
-                redis::cmd("GET").arg(key).query_async(&mut c).await
-            })
-            .await?;
-        Ok::<_, RedisError>(n.unwrap_or(0))
-    };
-    let holder = |key: &'static str| async move {
-        redis
-            .retry("overview", |mut c| async move {
-                redis::cmd("GET").arg(key).query_async(&mut c).await
-            })
-            .await
-    };
-    let unsent_batches: u64 = redis
-        .retry("overview", |mut c| async move {
-            redis::cmd("ZCARD").arg(names::METRICS_UNSENT).query_async(&mut c).await
-        })
-        .await?;
+    let mut pipe = redis::pipe();
+    pipe.get(names::COLLECTOR_LEASE)
+        .get(names::REFLECTOR_LEASE)
+        .get(names::COLLECTOR_JOBS_ENQUEUED)
+        .get(names::METRICS_POINTS_SENT)
+        .get(names::METRICS_POINTS_UNSENT)
+        .zcard(names::METRICS_UNSENT);
+    type Reply = (
+        Option<String>,
+        Option<String>,
+        Option<u64>,
+        Option<u64>,
+        Option<u64>,
+        u64,
+    );
+    let (collector_leader, reflector_leader, jobs, sent, unsent, unsent_batches): Reply =
+        redis.pipeline("overview", &pipe).await?;
     Ok(MetricPipeline {
-        collector_leader: holder(names::COLLECTOR_LEASE).await?,
-        reflector_leader: holder(names::REFLECTOR_LEASE).await?,
-        jobs_enqueued: count(names::COLLECTOR_JOBS_ENQUEUED).await?,
-        points_sent: count(names::METRICS_POINTS_SENT).await?,
-        points_unsent: count(names::METRICS_POINTS_UNSENT).await?,
+        collector_leader,
+        reflector_leader,
+        jobs_enqueued: jobs.unwrap_or(0),
+        points_sent: sent.unwrap_or(0),
+        points_unsent: unsent.unwrap_or(0),
         unsent_batches,
     })
 }

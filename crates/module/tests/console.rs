@@ -13,16 +13,7 @@ use ironwork_test_support::http::request;
 use ironwork_test_support::{free_tcp_port, wait_for};
 
 mod common;
-use common::{bin_dir, init, ironwork, text, Running};
-
-const PLUGIN: &str = "\
-[step_main]
-cmd_and_args = /bin/sh -c 'cat \"$1\" >> \"$IRONWORK_HOME/out\"' sh
-numprocesses = 1
-
-[switch_rules:fnmatch:first.core.original_basename]
-*.txt = demo/main
-";
+use common::{bin_dir, init, ironwork, text, Running, DEMO_STEP as PLUGIN};
 
 /// chromedriver on a free port, killed with its browsers at drop.
 struct Driver(Child, u16);

@@ -6,16 +6,7 @@
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{bin_dir, init, ironwork, text, wait, Running};
-
-const PLUGIN: &str = "\
-[step_main]
-cmd_and_args = /bin/sh -c 'cat \"$1\" >> \"$IRONWORK_HOME/out\"' sh
-numprocesses = 1
-
-[switch_rules:fnmatch:first.core.original_basename]
-*.txt = demo/main
-";
+use common::{bin_dir, init, ironwork, text, wait, Running, DEMO_STEP as PLUGIN};
 
 #[test]
 fn init_start_reload_status_stop() {

@@ -458,11 +458,9 @@ impl Console {
                     continue;
                 };
                 let mut pipe = redis::pipe();
-                pipe.get(names::step_files(plugin, step));
-                let (files,): (Option<u64>,) = redis.pipeline("step_files", &pipe).await?;
-                let mut pipe = redis::pipe();
-                pipe.lrange(names::dead(&q.queue), 0, FAILURES_SHOWN - 1);
-                let (dead,): (Vec<String>,) = redis.pipeline("dead_letters", &pipe).await?;
+                pipe.get(names::step_files(plugin, step))
+                    .lrange(names::dead(&q.queue), 0, FAILURES_SHOWN - 1);
+                let (files, dead): (Option<u64>, Vec<String>) = redis.pipeline("step_figures", &pipe).await?;
                 let failures = dead
                     .iter()
                     .filter_map(|d| serde_json::from_str::<Value>(d).ok())

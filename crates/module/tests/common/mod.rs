@@ -6,6 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+/// A plugin `demo` with one step appending each file to `$IRONWORK_HOME/out`, fed `*.txt` by the
+/// switch.
+pub const DEMO_STEP: &str = "\
+[step_main]
+cmd_and_args = /bin/sh -c 'cat \"$1\" >> \"$IRONWORK_HOME/out\"' sh
+numprocesses = 1
+
+[switch_rules:fnmatch:first.core.original_basename]
+*.txt = demo/main
+";
+
 /// The daemons, built beside the `ironwork` binary by `cargo test --workspace`.
 pub fn bin_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_BIN_EXE_ironwork"))
